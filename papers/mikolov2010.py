@@ -1,0 +1,401 @@
+"""Recurrent neural network based language model.
+
+Tomas Mikolov, Martin Karafiat, Lukas Burget, Jan Cernocky, Sanjeev Khudanpur. Interspeech 2010.
+With the class-based output layer of Mikolov, Kombrink, Burget, Cernocky, Khudanpur, "Extensions of
+recurrent neural network language model", ICASSP 2011, and the Penn Treebank numbers of Mikolov,
+Deoras, Kombrink, Burget, Cernocky, "Empirical evaluation and combination of advanced language
+modeling techniques", Interspeech 2011.
+
+What this file reproduces: the Elman network of Sec. 2 (one-hot input, sigmoid hidden layer fed back,
+softmax output), trained with truncated backpropagation through time and the paper's learning-rate
+schedule (Sec. 2.1), the class-factorised output layer of the 2011 "Extensions" paper (Sec. 4), the
+"dynamic" model that keeps learning on the test text (Sec. 2.1 and Table 1 of the 2010 paper), and
+the interpolated modified Kneser-Ney 5-gram baseline (computed by ``repro.kneser_ney``) on PTB.
+
+Where it departs from the paper, and why:
+- Minibatches: the RNNLM toolkit updates after every word on a single stream. Here ``batch_size``
+  parallel streams are updated together every ``bptt`` words (the layout of pytorch/examples
+  word_language_model), which is what makes a CPU or GPU fast; the learning rate is scaled for the
+  averaged minibatch gradient (see ``learning_rate``) and the gradient norm is clipped.
+- The toolkit also rejects an epoch whose validation likelihood got worse and restores the previous
+  weights; here the best checkpoint (by validation perplexity) is the one tested, to the same effect.
+- Dynamic evaluation updates the weights after each block of ``bptt`` test words (scored first, then
+  learned), not after every single word.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torchmetrics import SumMetric
+
+from datamodules.catalog import get_dataset
+from datamodules.ptb import END_OF_SENTENCE, IGNORE_INDEX, PennTreebankDataModule
+from datamodules.vocabulary import Vocabulary
+from repro.config import TrainingConfig, config_from_dict, config_to_dict
+from repro.kneser_ney import KneserNeyLanguageModel
+from repro.registry import PaperEntry, PublishedResult, register_paper
+
+NAME = "mikolov2010"
+
+# Mikolov et al. 2011, "Empirical evaluation and combination of advanced language modeling
+# techniques", Table on the Penn Treebank (test perplexity, 10k vocabulary).
+PUBLISHED = (
+    PublishedResult("ptb", "test", "ppl_kn5", 141.2, "KN5 (no count cutoffs)", "Mikolov et al. 2011, PTB table"),
+    PublishedResult("ptb", "test", "ppl", 124.7, "RNNLM (single)", "Mikolov et al. 2011, PTB table"),
+    PublishedResult("ptb", "test", "ppl_dynamic", 123.2, "RNNLM (single, dynamic)", "Mikolov et al. 2011, PTB table"),
+)
+
+
+@dataclasses.dataclass
+class Mikolov2010Config(TrainingConfig):
+    hidden_size: int = 200  # Sec. 3: "hidden layer size" is the main capacity knob; a few hundred on PTB
+    output_layer: Literal["classes", "full"] = "classes"  # Extensions Sec. 4 factorises the softmax
+    num_classes: int = 100  # Extensions Sec. 4: about sqrt(vocabulary size) classes
+    class_assignment: Literal["frequency", "sqrt-frequency"] = "frequency"  # Extensions Sec. 4 bins by
+    # unigram frequency; the RNNLM toolkit's default bins by sqrt frequency, which balances classes
+    init_std: float = 0.1  # Sec. 2.1: small Gaussian noise (the toolkit sums 3 U(-0.1, 0.1) draws)
+    learning_rate: float = 1.0  # Sec. 2.1 starts at 0.1 for per-word updates; minibatch means need more
+    min_improvement: float = 1.003  # Sec. 2.1 "no significant improvement"; the toolkit's threshold
+    bptt: int = 20  # truncated BPTT: words per update, state carried across updates
+    eval_bptt: int = 512  # words per evaluation chunk (the state is carried, so it does not change scores)
+    dynamic_evaluation: bool = True  # also report the "dynamic" model (keeps learning on test text)
+    dynamic_learning_rate: float = 0.1  # fixed rate while learning on the test text
+    kneser_ney_baseline: bool = True  # also fit and report the KN5 baseline on the same data
+    max_epochs: int = 20  # Sec. 2.1: "convergence is usually achieved after 10-20 epochs"
+    batch_size: int = 32
+    gradient_clip_val: float | None = 1.0
+
+
+PRESETS = {
+    "paper": {},
+    # fits in 30 minutes on a 2-core CPU on real PTB (see papers/README.md for the measured run)
+    "cpu": {"hidden_size": 200, "max_epochs": 12},
+    # seconds on a CPU: exercises every code path on the embedded sample
+    "smoke": {"hidden_size": 32, "num_classes": 8, "max_epochs": 2, "batch_size": 16, "bptt": 20},
+}
+
+
+def assign_classes(counts: list[int], num_classes: int, method: str) -> torch.Tensor:
+    """Class of each word by frequency binning (Extensions Sec. 4), as the RNNLM toolkit does.
+
+    Words are taken most frequent first and cut into ``num_classes`` bins of (nearly) equal total
+    unigram mass, or of equal total sqrt mass for ``sqrt-frequency``. Frequent words get small classes.
+    """
+    order = sorted(range(len(counts)), key=lambda i: -counts[i])
+    mass = torch.tensor([float(counts[i]) for i in order])
+    if method == "sqrt-frequency":
+        mass = mass.sqrt()
+    cumulative = torch.cumsum(mass, 0) / mass.sum().clamp_min(1e-12)
+    # the word that pushes the cumulative mass past k/num_classes closes class k-1
+    bins = torch.clamp((cumulative * num_classes).ceil().long() - 1, 0, num_classes - 1)
+    classes = torch.empty(len(counts), dtype=torch.long)
+    classes[torch.tensor(order)] = bins
+    _, classes = torch.unique(classes, return_inverse=True)  # renumber so no class is empty
+    return classes
+
+
+class FullSoftmax(nn.Module):
+    """y(t) = softmax(V s(t)), Sec. 2 Eq. 3."""
+
+    def __init__(self, hidden_size: int, vocabulary_size: int):
+        super().__init__()
+        self.output = nn.Linear(hidden_size, vocabulary_size)
+
+    def log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.output(hidden), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+    def log_probs_all(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.output(hidden), dim=-1)
+
+
+class ClassFactorizedSoftmax(nn.Module):
+    """P(w | s) = P(c(w) | s) * P(w | c(w), s), Extensions Sec. 4.
+
+    Only the target's class is normalised over, so the cost per word is O(classes + class size)
+    instead of O(vocabulary). The word rows are stored grouped by class, so a class's weights are a
+    contiguous slice and each class in a batch costs one matrix multiply.
+    """
+
+    def __init__(self, hidden_size: int, word_class: torch.Tensor):
+        super().__init__()
+        num_classes = int(word_class.max()) + 1
+        order = torch.argsort(word_class, stable=True)  # row r of word_layer holds word order[r]
+        sizes = torch.bincount(word_class, minlength=num_classes)
+        starts = torch.cumsum(sizes, 0) - sizes  # first row of each class
+        position = torch.empty_like(word_class)
+        position[order] = torch.arange(len(word_class)) - starts[word_class[order]]
+        self.register_buffer("word_class", word_class)
+        self.register_buffer("position_in_class", position)
+        self.register_buffer("row_of_word", torch.argsort(order))
+        self.class_sizes = sizes.tolist()
+        self.class_layer = nn.Linear(hidden_size, num_classes)
+        self.word_layer = nn.Linear(hidden_size, len(word_class))
+
+    def _class_weights(self):
+        # One split per step (not a slice per class): its backward assembles the gradient in one copy
+        return (torch.split(self.word_layer.weight, self.class_sizes),
+                torch.split(self.word_layer.bias, self.class_sizes))
+
+    def log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.numel() == 0:
+            return hidden.new_zeros(0)
+        classes = self.word_class[targets]
+        class_log_prob = F.log_softmax(self.class_layer(hidden), dim=-1).gather(-1, classes.unsqueeze(-1)).squeeze(-1)
+        weights, biases = self._class_weights()
+        by_class = torch.argsort(classes)
+        present, counts = torch.unique_consecutive(classes[by_class], return_counts=True)
+        word_log_prob = []
+        for class_index, token_positions in zip(present.tolist(), torch.split(by_class, counts.tolist())):
+            logits = F.linear(hidden[token_positions], weights[class_index], biases[class_index])
+            within = self.position_in_class[targets[token_positions]]
+            word_log_prob.append(F.log_softmax(logits, dim=-1).gather(-1, within.unsqueeze(-1)).squeeze(-1))
+        by_class_order = torch.cat(word_log_prob)
+        return class_log_prob + torch.empty_like(by_class_order).index_copy(0, by_class, by_class_order)
+
+    def log_probs_all(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The whole distribution over the vocabulary (for sampling and tests)."""
+        class_log_prob = F.log_softmax(self.class_layer(hidden), dim=-1)
+        within = [F.log_softmax(F.linear(hidden, weight, bias), dim=-1) for weight, bias in zip(*self._class_weights())]
+        by_row = torch.cat(within, dim=-1)  # columns in class-grouped order
+        return by_row[..., self.row_of_word] + class_log_prob[..., self.word_class]
+
+
+class ElmanLanguageModel(nn.Module):
+    """s(t) = sigmoid(U w(t) + W s(t-1) + b) (Sec. 2 Eq. 1-2), then the output layer (Eq. 3).
+
+    The recurrence runs in PyTorch's fused tanh-RNN kernel instead of a Python loop over words. The
+    sigmoid network is computed exactly through sigmoid(z) = (1 + tanh(z / 2)) / 2: with g = 2s - 1,
+    g(t) = tanh((U w(t) + b + W 1 / 2) / 2 + (W / 4) g(t-1)). The parameters stay U, W and b, so the
+    gradients are those of the sigmoid network.
+    """
+
+    def __init__(self, vocabulary_size: int, hidden_size: int, output: nn.Module, init_std: float):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.input_weights = nn.Embedding(vocabulary_size, hidden_size)  # U: a one-hot input times U
+        self.recurrent = nn.Linear(hidden_size, hidden_size)  # W and b
+        self.output = output
+        self._kernel = [nn.RNN(hidden_size, hidden_size, batch_first=True)]  # weights supplied per call
+        for parameter in self.parameters():
+            nn.init.normal_(parameter, 0.0, init_std)
+
+    def initial_state(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        # Sec. 2.1: the hidden layer starts at 0.1 in the toolkit; any constant works, 0.1 matches it
+        return torch.full((batch_size, self.hidden_size), 0.1, device=device)
+
+    def forward(self, words: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """words [B, T], state s(t-1) [B, H] -> hidden layers s(1..T) [B, T, H], last state [B, H]."""
+        weight, bias = self.recurrent.weight, self.recurrent.bias
+        tanh_input = self.input_weights(words) + bias + 0.5 * weight.sum(dim=1)
+        kernel = self._kernel[0].to(words.device)
+        eye = torch.eye(self.hidden_size, device=words.device, dtype=weight.dtype)
+        zero = torch.zeros(self.hidden_size, device=words.device, dtype=weight.dtype)
+        params = {"weight_ih_l0": 0.5 * eye, "weight_hh_l0": 0.25 * weight, "bias_ih_l0": zero, "bias_hh_l0": zero}
+        g, g_last = functional_call(kernel, params, (tanh_input, (2 * state - 1).unsqueeze(0)))
+        return (1 + g) / 2, (1 + g_last.squeeze(0)) / 2
+
+    def log_prob(self, words: torch.Tensor, targets: torch.Tensor, state: torch.Tensor):
+        """Log-probability of each target [B, T] (0 where the target is IGNORE_INDEX), and the new state."""
+        hidden, state = self(words, state)
+        keep = targets.reshape(-1) != IGNORE_INDEX
+        flat = hidden.reshape(-1, self.hidden_size)
+        log_prob = flat.new_zeros(keep.shape)
+        log_prob[keep] = self.output.log_prob(flat[keep], targets.reshape(-1)[keep])
+        return log_prob.view_as(targets), keep.view_as(targets), state
+
+
+def build_network(config: Mikolov2010Config, vocabulary: Vocabulary) -> ElmanLanguageModel:
+    if config.output_layer == "classes":
+        num_classes = min(config.num_classes, len(vocabulary))
+        output = ClassFactorizedSoftmax(config.hidden_size, assign_classes(vocabulary.counts, num_classes,
+                                                                           config.class_assignment))
+    else:
+        output = FullSoftmax(config.hidden_size, len(vocabulary))
+    return ElmanLanguageModel(len(vocabulary), config.hidden_size, output, config.init_std)
+
+
+class Mikolov2010(L.LightningModule):
+    def __init__(self, config: dict, vocabulary: dict, paper: str = NAME):
+        super().__init__()
+        self.save_hyperparameters()  # config and vocabulary travel inside every checkpoint
+        self.config = config_from_dict(Mikolov2010Config, config)
+        self.vocabulary = Vocabulary.from_dict(vocabulary)
+        self.network = build_network(self.config, self.vocabulary)
+        self.end_of_sentence = self.vocabulary.index(END_OF_SENTENCE)
+        self.negative_log_likelihood = nn.ModuleDict({name: SumMetric() for name in ("val", "test", "test_dynamic")})
+        self.token_count = nn.ModuleDict({name: SumMetric() for name in ("val", "test", "test_dynamic")})
+        # Sec. 2.1 schedule: keep the rate while validation improves, then halve it every epoch, and
+        # stop at the next epoch without a significant improvement.
+        self.schedule = {"previous_valid_nll": None, "halving": False}
+        self.state = None
+
+    # --- training -------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.config.learning_rate)
+
+    def on_train_epoch_start(self) -> None:
+        self.state = None  # each epoch reads the streams from their beginning
+
+    def training_step(self, batch, batch_index):
+        words, targets = batch
+        if self.state is None:
+            self.state = self.network.initial_state(words.shape[0], words.device)
+        log_prob, keep, state = self.network.log_prob(words, targets, self.state.detach())
+        self.state = state
+        loss = -log_prob.sum() / keep.sum()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", loss.exp(), prog_bar=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
+        return loss
+
+    # --- evaluation: summed NLL and token counts, perplexity = exp(sum / count) ------------------
+    def _score(self, name: str, network: ElmanLanguageModel, words, targets, state):
+        log_prob, keep, state = network.log_prob(words, targets, state)
+        self.negative_log_likelihood[name].update(-log_prob.sum())
+        self.token_count[name].update(keep.sum())
+        return state
+
+    def _perplexity(self, name: str) -> float:
+        nll, count = self.negative_log_likelihood[name].compute(), self.token_count[name].compute()
+        self.negative_log_likelihood[name].reset()
+        self.token_count[name].reset()
+        return math.exp(float(nll) / float(count)), float(nll)
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_state = None
+
+    def validation_step(self, batch, batch_index):
+        words, targets = batch
+        if self.eval_state is None:
+            self.eval_state = self.network.initial_state(words.shape[0], words.device)
+        self.eval_state = self._score("val", self.network, words, targets, self.eval_state)
+
+    def on_validation_epoch_end(self) -> None:
+        perplexity, nll = self._perplexity("val")
+        self.log("val/ppl", perplexity, prog_bar=True, sync_dist=False)  # already summed over processes
+        if self.trainer.sanity_checking:
+            return
+        previous = self.schedule["previous_valid_nll"]
+        if previous is not None and nll * self.config.min_improvement > previous:
+            if self.schedule["halving"]:
+                self.trainer.should_stop = True
+            self.schedule["halving"] = True
+        self.schedule["previous_valid_nll"] = nll
+        if self.schedule["halving"]:
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] /= 2
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_state = None
+        if self.config.dynamic_evaluation:
+            with torch.inference_mode(False):  # a copy made in inference mode could not learn
+                self.dynamic_network = copy.deepcopy(self.network)
+            self.dynamic_state = None
+
+    def test_step(self, batch, batch_index):
+        words, targets = batch
+        if self.eval_state is None:
+            self.eval_state = self.network.initial_state(words.shape[0], words.device)
+        self.eval_state = self._score("test", self.network, words, targets, self.eval_state)
+        if self.config.dynamic_evaluation:
+            self._dynamic_step(words, targets)
+
+    def _dynamic_step(self, words, targets):
+        """Score each block of test words, then take one SGD step on it (2010 paper, Sec. 2.1)."""
+        network = self.dynamic_network
+        if self.dynamic_state is None:
+            self.dynamic_state = network.initial_state(words.shape[0], words.device)
+        with torch.inference_mode(False), torch.enable_grad():
+            words, targets = words.clone(), targets.clone()  # tensors made in inference mode cannot be saved
+            state = self.dynamic_state.clone()
+            for start in range(0, words.shape[1], self.config.bptt):
+                block = slice(start, start + self.config.bptt)
+                log_prob, keep, state = network.log_prob(words[:, block], targets[:, block], state.detach())
+                self.negative_log_likelihood["test_dynamic"].update(-log_prob.detach().sum())
+                self.token_count["test_dynamic"].update(keep.sum())
+                if keep.any():
+                    network.zero_grad(set_to_none=True)
+                    (-log_prob.sum() / keep.sum()).backward()
+                    with torch.no_grad():
+                        for parameter in network.parameters():
+                            if parameter.grad is not None:
+                                parameter.add_(parameter.grad, alpha=-self.config.dynamic_learning_rate)
+            self.dynamic_state = state.detach()
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/ppl", self._perplexity("test")[0], sync_dist=False)
+        if self.config.dynamic_evaluation:
+            self.log("test/ppl_dynamic", self._perplexity("test_dynamic")[0], sync_dist=False)
+
+    # --- the schedule's state travels with checkpoints, so a resumed run halves at the same epoch --
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint["learning_rate_schedule"] = dict(self.schedule)
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        self.schedule = dict(checkpoint.get("learning_rate_schedule", self.schedule))
+
+    # --- generation (python -m repro sample) ----------------------------------------------------
+    @torch.no_grad()
+    def sample_text(self, sentences: int = 5, temperature: float = 1.0, seed: int = 0, max_words: int = 100) -> list[str]:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        state = self.network.initial_state(1, self.device)
+        word = torch.tensor([[self.end_of_sentence]], device=self.device)
+        lines, current = [], []
+        while len(lines) < sentences:
+            hidden, state = self.network(word, state)
+            log_probs = self.network.output.log_probs_all(hidden[:, -1]) / temperature
+            next_word = int(torch.multinomial(log_probs.softmax(-1).cpu(), 1, generator=generator))
+            if next_word == self.end_of_sentence or len(current) >= max_words:
+                lines.append(" ".join(current))
+                current = []
+            else:
+                current.append(self.vocabulary.words[next_word])
+            word = torch.tensor([[next_word]], device=self.device)
+        return lines
+
+
+def make_datamodule(config: Mikolov2010Config, dataset: str, data_root: Path) -> PennTreebankDataModule:
+    folder = get_dataset(dataset).location(data_root)
+    return PennTreebankDataModule(folder, batch_size=config.batch_size, bptt=config.bptt,
+                                  eval_bptt=config.eval_bptt, check_standard_ptb=dataset == "ptb")
+
+
+def make_module(config: Mikolov2010Config, datamodule: PennTreebankDataModule) -> Mikolov2010:
+    return Mikolov2010(config_to_dict(config), datamodule.vocabulary.to_dict())
+
+
+def kneser_ney_baseline(config: Mikolov2010Config, datamodule: PennTreebankDataModule) -> dict[str, float]:
+    """The paper's baseline: interpolated modified Kneser-Ney 5-gram, no count cutoffs, same text."""
+    if not config.kneser_ney_baseline:
+        return {}
+    model = KneserNeyLanguageModel(order=5).fit(datamodule.sentences["train"])
+    return {"val/ppl_kn5": model.perplexity(datamodule.sentences["valid"]),
+            "test/ppl_kn5": model.perplexity(datamodule.sentences["test"])}
+
+
+register_paper(PaperEntry(
+    name=NAME,
+    title="Recurrent neural network based language model",
+    citation="Mikolov, Karafiat, Burget, Cernocky, Khudanpur. Interspeech 2010",
+    task="language modelling",
+    datasets=("ptb", "agreement-grammar"),
+    metrics=("test/ppl", "test/ppl_dynamic", "test/ppl_kn5", "val/ppl"),
+    published=PUBLISHED,
+    config_class=Mikolov2010Config,
+    presets=PRESETS,
+    module_class=Mikolov2010,
+    make_datamodule=make_datamodule,
+    make_module=make_module,
+    monitor=("val/ppl", "min"),
+    baselines=(kneser_ney_baseline,),
+))

@@ -1,0 +1,172 @@
+"""The command line: ``python -m repro {list,run,data,table,sample,bench}``.
+
+Only parsing and printing live here; each command calls one function elsewhere. A ``UserError``
+anywhere becomes one ``error: ...`` line and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from repro.errors import UserError
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paper", help="a registered paper, e.g. mikolov2010 (see `repro list`)")
+    parser.add_argument("--preset", default="paper", help="named configuration: paper (published), smoke, cpu, ...")
+    parser.add_argument("--data", default="auto", help="dataset name, or auto: the real dataset if found, else the embedded sample")
+    parser.add_argument("--data-dir", help="data root (default: $REPRO_DATA, else ~/.cache/repro/data)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, type-checked (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-epochs", type=int)
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps, auto")
+    parser.add_argument("--devices", default="auto", help="devices per node: a count, a list, or auto")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy (auto picks DDP for several devices)")
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    parser.add_argument("--resume", nargs="?", const="last", metavar="RUN_DIR|CKPT|last",
+                        help="continue a run from its last checkpoint (bare --resume: the latest matching run)")
+    parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline without a key)")
+    parser.add_argument("--out", default="outputs", help="where run directories (checkpoints, logs) go")
+    parser.add_argument("--results", default="results", help="where run records go (RESULTS/runs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (batch jobs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m repro", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="registered papers, their datasets, metrics and published numbers")
+    _add_run_arguments(commands.add_parser("run", help="train and evaluate a paper's model"))
+
+    data = commands.add_parser("data", help="datasets: where they come from, and preparing them")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data_list = data_commands.add_parser("list", help="known datasets and whether they are present")
+    data_list.add_argument("--data-dir")
+    prepare = data_commands.add_parser("prepare", help="download (or unpack a local archive) into the data root")
+    prepare.add_argument("dataset")
+    prepare.add_argument("--archive", type=Path, help="a local copy of the official archive")
+    prepare.add_argument("--data-dir")
+
+    table = commands.add_parser("table", help="regenerate results tables and figures from run records")
+    table.add_argument("--results", default="results")
+
+    sample = commands.add_parser("sample", help="generate text from a trained language model")
+    sample.add_argument("--ckpt", required=True, type=Path)
+    sample.add_argument("--sentences", type=int, default=5)
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--seed", type=int, default=0)
+
+    bench = commands.add_parser("bench", help="throughput benchmark of a paper (prints a table, writes JSON)")
+    bench.add_argument("paper")
+    bench.add_argument("--quick", action="store_true", help="a few seconds per measurement (for CI)")
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    return parser
+
+
+def command_list() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from repro.registry import all_papers
+
+    table = Table(title="repro: registered papers", show_lines=True)
+    for column in ("paper", "status", "task", "datasets", "metrics", "published (compared with)"):
+        table.add_column(column)
+    for entry in all_papers():
+        published = "\n".join(f"{r.system}: {r.dataset} {r.split} {r.metric} {r.value:g} ({r.source})" for r in entry.published)
+        table.add_row(f"{entry.name}\n{entry.title}", "built" if entry.built else "not built yet", entry.task,
+                      ", ".join(entry.datasets), ", ".join(entry.metrics), published or "-")
+    Console(width=max(160, Console().width)).print(table)
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from repro.run import RunRequest, run
+    from repro.trainer import TrainerOptions
+
+    options = TrainerOptions(accelerator=args.accelerator, devices=args.devices, nodes=args.nodes,
+                             precision=args.precision, strategy=args.strategy, deterministic=args.deterministic,
+                             wandb=args.wandb, progress_bar=not args.no_progress)
+    run(RunRequest(paper=args.paper, preset=args.preset, data=args.data, data_dir=args.data_dir,
+                   overrides=args.overrides, seed=args.seed, max_epochs=args.max_epochs, resume=args.resume,
+                   out=args.out, results=args.results, print_config=args.print_config, trainer=options))
+
+
+def command_data(args: argparse.Namespace) -> None:
+    from datamodules.catalog import DATASETS, get_dataset, resolve_data_dir
+
+    root, origin = resolve_data_dir(args.data_dir)
+    if args.data_command == "list":
+        get_dataset("ptb")  # imports the catalog
+        print(f"data root: {root} ({origin})")
+        for spec in DATASETS.values():
+            state = "embedded (generated)" if spec.embedded else ("present" if spec.is_present(root) else "missing")
+            print(f"\n{spec.name} [{state}]\n  {spec.description}")
+            if not spec.embedded:
+                print(f"  files: {', '.join(str(Path(spec.folder) / f) for f in spec.required_files)}")
+            for source in spec.sources:
+                print(f"  source: {source.url}\n          {source.description}")
+            if spec.license:
+                print(f"  license: {spec.license}")
+        return
+    spec = get_dataset(args.dataset)
+    if spec.prepare is None:
+        raise UserError(f"data prepare {spec.name}: nothing to prepare (it is generated by the suite)")
+    spec.prepare(root, args.archive)
+
+
+def command_sample(args: argparse.Namespace) -> None:
+    from repro.checkpoints import load_module
+
+    module = load_module(args.ckpt)
+    if not hasattr(module, "sample_text"):
+        raise UserError(f"--ckpt {args.ckpt}: {module.hparams.get('paper')} does not generate free text")
+    for line in module.sample_text(args.sentences, args.temperature, args.seed):
+        print(line)
+
+
+def command_bench(args: argparse.Namespace) -> None:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"{args.paper}.py"
+    if not script.is_file():
+        raise UserError(f"bench {args.paper}: no benchmark at {script}")
+    sys.argv = [str(script), *(["--quick"] if args.quick else []), "--out", str(args.out)]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            command_list()
+        elif args.command == "run":
+            command_run(args)
+        elif args.command == "data":
+            command_data(args)
+        elif args.command == "table":
+            from repro.tables import write_tables
+
+            for path in write_tables(Path(args.results)):
+                print(f"wrote {path}")
+        elif args.command == "sample":
+            command_sample(args)
+        elif args.command == "bench":
+            command_bench(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no run record written; resume with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

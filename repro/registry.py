@@ -1,0 +1,83 @@
+"""The paper registry: each paper registers itself once, and the CLI, ``list`` and ``table`` read it.
+
+Adding a paper means adding one file under ``papers/`` that calls :func:`register_paper`; no CLI code
+changes. Papers that are planned but not yet built register with ``module_class=None`` so that
+``repro list`` shows all six and their published numbers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from repro.errors import UserError
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One number from a paper, with where it comes from."""
+
+    dataset: str  # e.g. "ptb"
+    split: str  # e.g. "test"
+    metric: str  # a metric name as this suite records it, e.g. "ppl"
+    value: float
+    system: str  # the row in the paper's table, e.g. "RNNLM (single)"
+    source: str  # e.g. "Mikolov et al. 2011, Table 2"
+
+
+@dataclass
+class PaperEntry:
+    name: str
+    title: str
+    citation: str
+    task: str
+    datasets: tuple[str, ...]  # dataset names this paper can train on; the first is the paper's own
+    metrics: tuple[str, ...]  # metric names reported (as recorded, e.g. "test/ppl")
+    published: tuple[PublishedResult, ...] = ()
+    config_class: type | None = None
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    module_class: type | None = None  # a LightningModule; None while the paper is not built yet
+    # (config, dataset name, data root) -> LightningDataModule
+    make_datamodule: Callable[..., Any] | None = None
+    # (config, datamodule) -> LightningModule (the datamodule supplies e.g. the vocabulary)
+    make_module: Callable[..., Any] | None = None
+    # metric monitored for the best checkpoint, and whether lower or higher is better
+    monitor: tuple[str, str] = ("val/loss", "min")
+    # (config, datamodule) -> {metric: value}: reference systems the run reports beside the model
+    baselines: tuple[Callable[..., dict[str, float]], ...] = ()
+    # False for papers whose datamodule shards the data itself (e.g. language-model streams)
+    use_distributed_sampler: bool = True
+
+    @property
+    def built(self) -> bool:
+        return self.module_class is not None
+
+
+_PAPERS: dict[str, PaperEntry] = {}
+
+
+def register_paper(entry: PaperEntry) -> PaperEntry:
+    if entry.name in _PAPERS:
+        raise ValueError(f"paper {entry.name!r} is registered twice")
+    if entry.built and not {"paper", "smoke"} <= set(entry.presets):
+        raise ValueError(f"paper {entry.name!r} needs at least the 'paper' and 'smoke' presets")
+    _PAPERS[entry.name] = entry
+    return entry
+
+
+def _load_papers() -> None:
+    # Importing the package imports every paper module, each of which registers itself.
+    importlib.import_module("papers")
+
+
+def all_papers() -> list[PaperEntry]:
+    _load_papers()
+    return list(_PAPERS.values())
+
+
+def get_paper(name: str) -> PaperEntry:
+    _load_papers()
+    if name not in _PAPERS:
+        raise UserError(f"unknown paper {name!r}; registered papers: {', '.join(_PAPERS)}")
+    return _PAPERS[name]

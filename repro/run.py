@@ -1,0 +1,212 @@
+"""``python -m repro run PAPER``: config -> data -> module -> trainer -> fit, test -> run record.
+
+Each step is one call here, in the order a reader expects; papers never reach back into this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from datamodules.catalog import choose_dataset, resolve_data_dir
+from repro.config import config_to_dict, resolve_config
+from repro.errors import UserError
+from repro.records import git_state, hardware, library_versions, read_history, write_atomic, write_record
+from repro.registry import PaperEntry, all_papers, get_paper
+from repro.trainer import TrainerOptions, build_trainer
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class RunRequest:
+    paper: str
+    preset: str = "paper"
+    data: str = "auto"
+    data_dir: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    seed: int | None = None
+    max_epochs: int | None = None
+    resume: str | None = None  # a run directory, a .ckpt file, or "last"
+    out: str = "outputs"
+    results: str = "results"
+    print_config: bool = False
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)
+
+
+def is_main_process() -> bool:
+    # Set by Lightning's launchers, torchrun and SLURM before or while the processes start.
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Fail before training, not after hours, when outputs cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{option} {folder}: not writable ({error.strerror or error})") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"{option} {folder}: only {free // 2**20} MiB free; need at least {MIN_FREE_BYTES // 2**20} MiB")
+
+
+def run_id(request: RunRequest, dataset: str) -> str:
+    """The same name in every process of a run: launched processes inherit it through the environment;
+    cluster jobs take it from the scheduler so a requeued job lands in the same directory."""
+    if os.environ.get("REPRO_RUN_ID"):
+        return os.environ["REPRO_RUN_ID"]
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+    stamp = f"job{job}" if job and job != "none" else datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{request.paper}-{request.preset}-{dataset}-{stamp}"
+    os.environ["REPRO_RUN_ID"] = name
+    return name
+
+
+def find_resume_checkpoint(request: RunRequest, paper_out: Path, dataset: str) -> tuple[Path, Path]:
+    """(run directory, checkpoint) for ``--resume``: a run directory, a checkpoint, or 'last'."""
+    if request.resume == "last":
+        candidates = sorted(paper_out.glob(f"{request.paper}-{request.preset}-{dataset}-*/checkpoints/last.ckpt"),
+                            key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UserError(f"--resume last: no checkpoint of {request.paper} preset {request.preset} on {dataset} "
+                            f"under {paper_out}")
+        return candidates[-1].parent.parent, candidates[-1]
+    target = Path(request.resume)
+    if target.is_dir():
+        checkpoint = target / "checkpoints" / "last.ckpt"
+        if not checkpoint.is_file():
+            raise UserError(f"--resume {target}: no checkpoints/last.ckpt in that run directory")
+        return target, checkpoint
+    if target.is_file():
+        return target.parent.parent, target
+    raise UserError(f"--resume {target}: no such run directory or checkpoint")
+
+
+def check_resume_compatible(checkpoint: Path, paper: str, config: dict) -> None:
+    """A checkpoint from another paper, or from a different model, is refused with the differences."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    except Exception as error:  # a truncated or foreign file: name it, do not crash inside torch
+        raise UserError(f"--resume {checkpoint}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if saved.get("paper") != paper:
+        raise UserError(f"--resume {checkpoint}: a checkpoint of {saved.get('paper')!r}, not {paper!r}")
+    # only these may change when a run is resumed
+    allowed = {"max_epochs"}
+    differences = sorted(k for k in set(config) | set(saved.get("config", {}))
+                         if k not in allowed and config.get(k) != saved.get("config", {}).get(k))
+    if differences:
+        shown = ", ".join(f"{k}: saved {saved['config'].get(k)!r} vs now {config.get(k)!r}" for k in differences[:4])
+        raise UserError(f"--resume {checkpoint}: checkpoint has an incompatible config ({shown})")
+
+
+def run(request: RunRequest) -> dict | None:
+    entry: PaperEntry = get_paper(request.paper)
+    if not entry.built:
+        built = ", ".join(p.name for p in all_papers() if p.built)
+        raise UserError(f"{entry.name} is registered but not built yet; built papers: {built}")
+    config = resolve_config(entry.config_class, entry.presets, request.preset, request.overrides,
+                            seed=request.seed, max_epochs=request.max_epochs)
+    if request.print_config:
+        print(json.dumps({"paper": entry.name, "preset": request.preset, "config": config_to_dict(config)}, indent=2))
+        return None
+
+    data_root, root_origin = resolve_data_dir(request.data_dir)
+    dataset, message = choose_dataset(request.data, entry.datasets, data_root, root_origin)
+    main = is_main_process()
+    if main:
+        print(message, flush=True)
+
+    paper_out = Path(request.out) / entry.name
+    runs_dir = Path(request.results) / "runs"
+    resume_checkpoint = None
+    if request.resume:
+        run_dir, resume_checkpoint = find_resume_checkpoint(request, paper_out, dataset.name)
+        check_resume_compatible(resume_checkpoint, entry.name, config_to_dict(config))
+        os.environ.setdefault("REPRO_RUN_ID", run_dir.name)
+        name = run_dir.name
+    else:
+        name = run_id(request, dataset.name)
+        run_dir = paper_out / name
+    if main:
+        check_writable(run_dir, "--out")
+        check_writable(runs_dir, "--results")
+        write_atomic(run_dir / "config.json", json.dumps(
+            {"paper": entry.name, "preset": request.preset, "dataset": dataset.name,
+             "config": config_to_dict(config)}, indent=2) + "\n")
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = entry.make_datamodule(config, dataset.name, data_root)
+    module = entry.make_module(config, datamodule)
+    trainer = build_trainer(request.trainer, config, run_dir, name, entry.monitor, entry.use_distributed_sampler)
+
+    started = time.time()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_checkpoint) if resume_checkpoint else None)
+    best = trainer.checkpoint_callback.best_model_path
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if trainer.checkpoint_callback.best_model_score is not None:
+        metrics[f"best_{entry.monitor[0]}"] = float(trainer.checkpoint_callback.best_model_score)
+    if not trainer.is_global_zero:
+        return None
+    for baseline in entry.baselines:
+        print(f"baseline: {baseline.__doc__.strip().splitlines()[0]}", flush=True)
+        metrics.update(baseline(config, datamodule))
+
+    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = {
+        "paper": entry.name,
+        "preset": request.preset,
+        "dataset": dataset.name,
+        "data_source": "embedded sample" if dataset.embedded else "real",
+        "dataset_checksum": datamodule.checksum(),
+        "metrics": metrics,
+        "history": read_history(run_dir / "metrics.csv", (entry.monitor[0], "lr")),
+        "config": config_to_dict(config),
+        "trainer": {"accelerator": request.trainer.accelerator, "devices": str(request.trainer.devices),
+                    "nodes": request.trainer.nodes, "strategy": request.trainer.strategy,
+                    "precision": request.trainer.precision, "deterministic": request.trainer.deterministic},
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "resumed_from": str(resume_checkpoint) if resume_checkpoint else None,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "wall_time_s": round(time.time() - started, 1),
+        "run_dir": str(run_dir),
+        "best_checkpoint": best,
+        "command": " ".join(["python -m repro", *sys.argv[1:]]),
+        "git": git_state(),
+        "versions": library_versions(),
+        "hardware": hardware(trainer),
+    }
+    record_path = write_record(record, runs_dir)
+    print_summary(entry, record, record_path)
+    return record
+
+
+def print_summary(entry: PaperEntry, record: dict, record_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{entry.name} on {record['dataset']} ({record['data_source']}), preset {record['preset']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in record["metrics"].items():
+        table.add_row(key, f"{value:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"epochs {record['epochs']}, wall time {record['wall_time_s']:.0f}s")
+    console.print(f"run record: {record_path}")
+    console.print(f"checkpoints: {Path(record['run_dir']) / 'checkpoints'}")

@@ -65,16 +65,16 @@ def hardware(trainer=None) -> dict[str, Any]:
     return info
 
 
-def read_history(metrics_csv: Path, keys: tuple[str, ...]) -> list[dict[str, float]]:
-    """Per-epoch values of ``keys`` from Lightning's CSV log (one row per epoch that logged them)."""
-    if not metrics_csv.is_file():
-        return []
+def read_history(logs_dir: Path, keys: tuple[str, ...]) -> list[dict[str, float]]:
+    """Per-epoch values of ``keys`` from Lightning's CSV logs, across resumed segments (versions)."""
     history: dict[int, dict[str, float]] = {}
-    with open(metrics_csv, newline="") as handle:
-        for row in csv.DictReader(handle):
-            values = {k: float(row[k]) for k in keys if row.get(k) not in (None, "")}
-            if values and row.get("epoch") not in (None, ""):
-                history.setdefault(int(float(row["epoch"])), {}).update(values)
+    versions = sorted(logs_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    for metrics_csv in versions:
+        with open(metrics_csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                values = {k: float(row[k]) for k in keys if row.get(k) not in (None, "")}
+                if values and row.get("epoch") not in (None, ""):
+                    history.setdefault(int(float(row["epoch"])), {}).update(values)
     return [{"epoch": epoch, **values} for epoch, values in sorted(history.items())]
 
 

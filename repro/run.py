@@ -173,7 +173,7 @@ def run(request: RunRequest) -> dict | None:
         "data_source": "embedded sample" if dataset.embedded else "real",
         "dataset_checksum": datamodule.checksum(),
         "metrics": metrics,
-        "history": read_history(run_dir / "metrics.csv", (entry.monitor[0], "lr")),
+        "history": read_history(run_dir / "logs", (entry.monitor[0], "lr")),
         "config": config_to_dict(config),
         "trainer": {"accelerator": request.trainer.accelerator, "devices": str(request.trainer.devices),
                     "nodes": request.trainer.nodes, "strategy": request.trainer.strategy,

@@ -33,7 +33,8 @@ def _devices(value: str):
 
 def build_trainer(options: TrainerOptions, config, run_dir: Path, run_name: str, monitor: tuple[str, str],
                   use_distributed_sampler: bool = True) -> L.Trainer:
-    loggers = [CSVLogger(save_dir=run_dir, name="", version="")]  # run_dir/metrics.csv, always
+    # run_dir/logs/version_N/metrics.csv, always; a resumed run adds a version instead of overwriting
+    loggers = [CSVLogger(save_dir=run_dir, name="logs")]
     if options.wandb:
         from lightning.pytorch.loggers import WandbLogger
 

@@ -1,0 +1,44 @@
+"""Shared fixtures: small files in the real formats, and a sandbox for runs.
+
+Tests never touch the user's cache or the repository's results: REPRO_CACHE and REPRO_DATA point into
+a temporary folder for every test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("REPRO_RUN_ID", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def write_text_corpus(folder: Path, lines: dict[str, list[str]]) -> Path:
+    """Write ptb.{train,valid,test}.txt in Mikolov's format (leading/trailing space per line)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, sentences in lines.items():
+        (folder / f"ptb.{split}.txt").write_text("".join(f" {s} \n" for s in sentences), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    train = ["the cat sat on the mat", "the dog sat on the log", "a cat saw a dog", "<unk> sat on a mat"] * 5
+    return write_text_corpus(tmp_path / "corpus", {
+        "train": train, "valid": ["the cat sat on a log", "a dog saw the cat"],
+        "test": ["the dog sat on the mat", "a cat saw zebra"]})
+
+
+def shared_data(name: str) -> Path:
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"real data {folder} not present")
+    return folder

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="throughput benchmark of a paper (prints a table, writes JSON)")
     bench.add_argument("paper")
     bench.add_argument("--quick", action="store_true", help="a few seconds per measurement (for CI)")
-    bench.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    bench.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     return parser
 
 

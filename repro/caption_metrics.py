@@ -1,0 +1,282 @@
+"""Caption metrics exactly as the coco-caption toolkit computes them, through pycocoevalcap.
+
+coco-caption (Chen et al. 2015, "Microsoft COCO Captions: Data Collection and Evaluation Server",
+arXiv:1504.00325) lowercases and tokenizes every caption with Stanford's PTBTokenizer, drops
+punctuation tokens, then scores with BLEU-1..4 (Papineni et al. 2002; coco-caption's "closest"
+reference length), METEOR 1.5 (Denkowski and Lavie 2014), ROUGE-L (Lin 2004, beta 1.2) and CIDEr.
+Its ``Cider`` class is the CIDEr-D variant of Vedantam et al. 2015 (arXiv:1411.5726): clipped n-gram
+counts, a Gaussian penalty on the length difference (sigma 6), no stemming, times 10. Its author says
+so (tylin/coco-caption issue #18) and the code shows it (``cider_scorer.py``: "added clipping",
+"added a length based gaussian penalty"). CIDEr-D's document frequencies come from the references
+being scored, so it is a corpus metric: one image alone scores 0.
+
+Every score is reported multiplied by 100 (``"scale": "0-100"``), as the papers print them
+(BLEU-4 27.7); CIDEr-D's own range is 0-10, so it can exceed 100 on this scale (perfect = 1000).
+
+Without Java the pure-Python ``ptb_tokenize`` reproduces the Java tokenizer as pycocoevalcap calls it
+(``-preserveLines -lowerCase``, then its punctuation list): BLEU, ROUGE-L and CIDEr-D are unchanged,
+METEOR (a Java program) is reported as unavailable with the reason. SPICE is never computed: it
+downloads Stanford CoreNLP models at run time, which an offline machine cannot.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Hashable
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
+
+from repro.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# PTBTokenizer in Python: the rules of Stanford's PTBLexer (stanford-corenlp 3.4.1, the jar
+# pycocoevalcap ships) that captions meet. Checked token for token against the jar on all 40,460
+# Flickr8k, 29,000 Multi30k and 82,797 MSVD captions (identical after punctuation removal) and
+# 142,787 Tatoeba English sentences (2 differ: "C++" and a subscript in "H2O").
+# ---------------------------------------------------------------------------------------------
+LETTER, ALNUM, NOT_LETTER = r"[^\W\d_]", r"[^\W_]", r"(?:[\W\d_]|$)"
+APOS = "['\u2019\u0092\u00b4]"
+APOS_ANY = "['\u2019\u0092\u00b4`\u0091\u2018\u201b]"
+NUM = r"(?:\d*(?:[.,]\d+)+|\d+(?:[.:,]\d+)*)"
+WORD = rf"{LETTER}{ALNUM}*(?:[.!?]{LETTER}{ALNUM}*)*"  # "dog.cat" is one token in PTBLexer
+CONTRACTION = rf"{APOS}(?:[msd]|re|ve|ll)"
+# Abbreviations that keep their period, as measured on the 3.4.1 jar (the capitalised ones are
+# abbreviations only when capitalised: "ill." is a word and a period, "Ill." is Illinois).
+ABBREVIATION = (
+    "jan|feb|mar|apr|jun|jul|aug|sept?|oct|nov|dec|mon|tues?|wed|thu|thurs|fri|ala|ariz|calif|colo|conn|ct|"
+    "dak|fla|ga|ind|kans?|ky|md|mich|minn|mo|mont|neb|nev|okla|penn|tenn|va|vt|wisc?|wyo|inc|cos?|corp|"
+    "pt[ye]s?|ltd|plc|rt|bancorp|bhd|assn|univ|intl|sys|tel|est|ext|sq|jr|sr|bros|esq|etc|al|seq|bldg|blvd|"
+    "rd|mrs?|ms|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|cpl|pvt|capt|ste?|"
+    "ave|pres|lieut|hon|brig|co?mdr|pfc|spc|supts?|det|mt|ft|adj|adv|asst|assoc|ens|insp|mlle|mme|msgr|sfc|"
+    "vs|alex|wm|jos|cie|cf|treas|ph|invt|elec|natl|m[ft]g|dept|(?-i:Az|Ark|Del|Ill|La|Mass|Miss|Ore|Pa|Tex|Wash)"
+)
+# A one-letter "X." before one of these words ends a sentence, so its period is split off.
+SENTENCE_START = (
+    "About|According|Additionally|After|An|A|As|At|But|Did|During|Earlier|He|Her|Here|How|However|If|In|It|"
+    r"Last|Many|More|Mr\.|Ms\.|Now|Once|One|Other|Our|She|Since|So|Some|Such|That|The|Their|Then|There|"
+    "These|They|This|We|When|While|What|Who|Why|Yet|You"
+)
+
+
+def _latex_quotes(token: str) -> str:
+    return token.lower().translate(str.maketrans("\u2019\u0092\u00b4\u2018\u0091\u201b", "'''```"))
+
+
+def _lower_ampersand(token: str) -> str:
+    return token.lower().replace("&amp;", "&")
+
+
+# (token, trailing context, output) in PTBLexer's rule order. As in JFlex, the longest match wins
+# with its trailing context counted, and the earlier rule wins a tie; output None = the token text.
+RULES = [
+    (r"c\+\+|[cf]#", "", None),
+    ("can(?=not)|gon(?=na)|got(?=ta)|lem(?=me)|gim(?=me)|wan(?=na)|'t(?=is|was)", "not|na|ta|me|is|was", None),
+    ("&(?:md|mdash|ndash);|[\u0096\u0097\u2013\u2014\u2015]", "", "--"),
+    ("&amp;", "", "&"),
+    (WORD, rf"{CONTRACTION}(?!{LETTER})", None),  # "dog" of "dog's"
+    (rf"{LETTER}*[a-mo-z]", rf"n{APOS_ANY}t", None),  # "do" of "don't"
+    (WORD, "", None),
+    *[(word, "", None) for word in (  # words with an apostrophe inside
+        rf"{APOS}n{APOS}?", rf"[ldj]{APOS}", rf"(?:dunkin|somethin|ol){APOS}", rf"{APOS}(?:em|till?|cause|[2-9]0s)",
+        rf"diff{APOS_ANY}rent", rf"(?-i:[A-HJ-XZn]){APOS_ANY}{LETTER}{{2,}}", rf"c{APOS}est",
+        "c'mon|e'er|s'mores|ev'ry|li'l|nat'l|nor'easter", rf"{LETTER}+(?-i:[aeiouyAEIOUY]){APOS_ANY}(?-i:[aeiouA-Z]){LETTER}*")],
+    (rf"y{APOS}", LETTER, None),
+    (r"(?:https?|ftp|mailto)://[^\s\"<>|(){}\[\]]*[^\s\"'<>|.!?(){},;:&\[\]-]", "", None),
+    (r"(?:www\.(?:[^\s\"<>|.!?(){},]+\.)+[a-z]{2,4}|(?:[^\s\"`'<>|.!?(){},\-_$]+\.)+(?:com|net|org|edu))"
+     r"(?:/[^\s\"<>|()]*[^\s\"<>|.!?(){},-])?", "", None),
+    (r"[a-z0-9._%+-]+@[a-z0-9][a-z0-9.-]*[a-z0-9]", "", None),
+    (CONTRACTION, NOT_LETTER, _latex_quotes),
+    (rf"n{APOS_ANY}t", NOT_LETTER, _latex_quotes),
+    (r"\d{1,2}[-/]\d{1,2}[-/]\d{2,4}", "", None),
+    (rf"[-+]?{NUM}", "", None),
+    (r"(?:\d{1,4}[- \u00a0])?\d{1,4}\\?/\d{1,4}", "", None),
+    (rf"{ALNUM}+(?:-{LETTER}+){{0,2}}(?:\\?/{ALNUM}+(?:-{LETTER}+){{0,2}}){{1,2}}", "", None),  # and/or
+    (r"(?-i:[A-Z]*)\$|#", "", None),
+    (LETTER, rf"\.\s+(?-i:{SENTENCE_START})[\s?!]", None),
+    (r"(?:ca|figs?|prop|nos?|arts?|pp|op)\.", r"\s?\d", None),
+    (rf"(?:{ABBREVIATION}|{LETTER}(?:\.{LETTER})*)\.", "", None),  # "mr.", "u.s.", "a."
+    (rf"{LETTER}(?:\.{LETTER})*", r"\s", None),
+    (rf"{APOS}\d\d", r"\s", None),
+    (rf"{WORD}\.", "[,;:]", None),
+    (rf"(?:[dol]{APOS_ANY}{ALNUM})?(?:[-+]?{NUM}(?!{ALNUM})|{ALNUM}+)"  # hyphenated: "t-shirt", "o'clock"
+     rf"(?:[-\u2010\u2011](?:[dol]{APOS_ANY}{ALNUM})?(?:{NUM}(?!{ALNUM})|{ALNUM}+))*", "", None),
+    (r"(?-i:[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+)", "", _lower_ampersand),  # "A&M"
+    ("[\"`'\u2018-\u201f\u0082\u0084\u0091-\u0094\u2039\u203a\u00ab\u00bb]{1,2}", "", "'"),  # any quote
+    (r"\(", "", "-lrb-"), (r"\)", "", "-rrb-"), (r"\[", "", "-lsb-"), (r"\]", "", "-rsb-"),
+    (r"\{", "", "-lcb-"), (r"\}", "", "-rcb-"),
+    (r"-{3,4}", "", "--"),
+    ("\\.\\.\\.+|[\u0085\u2026]", "", "..."),
+    (r"-+|@+|#+|_+|\*+|[?!]+|[.,;:=/]", "", None),
+    ("[^\\w\\s\U00010000-\U0010ffff]", "", None),  # other symbols stand alone; emoji are deleted
+    ("[ \t\u00a0\u2000-\u200b\u200e\u200f\u3000\ufeff\r\u2028\u2029\u000b\u000c\u0085]+", "", ""),
+]
+SYMBOL_OUTPUT = {"\u20ac": "$", "\u00a3": "#", "\u00a2": "cents", "\u00bd": "1/2"}
+# Every rule is tried at once, each in a lookahead group, so one match call gives all their lengths.
+LEXER = re.compile("".join(f"(?:(?=(({token})(?:{context}))))?" for token, context, _ in RULES), re.IGNORECASE)
+# Plain words between spaces are most of a caption and no other rule could take them.
+PLAIN_WORD = re.compile(r" +|(?!(?:cannot|gonna|gotta|lemme|gimme|wanna)[ \n])[^\W\d_]+(?=[ \n]|$)", re.IGNORECASE)
+LINE_BREAKS = re.compile("[\n\r\u2028\u2029\u000b\u000c\u0085]")
+
+
+def ptb_tokenize_lines(lines: list[str]) -> list[list[str]]:
+    """PTBTokenizer ``-preserveLines -lowerCase`` on these lines, punctuation kept: one token list per line.
+
+    The lines are lexed as one text, as the jar does, because a rule's trailing context may look
+    into the next line.
+    """
+    text = "\n".join(lines).replace("\u00ad", "")  # soft hyphens vanish inside PTBLexer's words
+    tokens, position = [[]], 0
+    while position < len(text):
+        if text[position] == "\n":
+            tokens.append([])
+            position += 1
+            continue
+        plain = PLAIN_WORD.match(text, position)
+        if plain:
+            position = plain.end()
+            if plain.group()[0] != " ":
+                tokens[-1].append(plain.group().lower())
+            continue
+        spans = LEXER.match(text, position).regs
+        lengths = [end - start for start, end in spans[1::2]]
+        rule = max(range(len(RULES)), key=lambda index: (lengths[index], -index))
+        if lengths[rule] <= 0:  # untokenizable: PTBTokenizer deletes it
+            position += 1
+            continue
+        start, position = spans[2 * rule + 2]
+        token, output = text[start:position], RULES[rule][2]
+        output = SYMBOL_OUTPUT.get(token, token.lower()) if output is None else output
+        output = output(token) if callable(output) else output
+        if output:
+            tokens[-1].append(output)
+    return tokens
+
+
+def ptb_tokenize(captions: dict[Hashable, list[str]], use_java: bool) -> dict[Hashable, list[str]]:
+    """What pycocoevalcap's PTBTokenizer returns: lowercased tokens, punctuation dropped, space-joined."""
+    # A line break inside a caption would shift every later caption by a line in the jar's output.
+    captions = {key: [LINE_BREAKS.sub(" ", caption) for caption in texts] for key, texts in captions.items()}
+    if use_java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        return PTBTokenizer().tokenize({key: [{"caption": c} for c in texts] for key, texts in captions.items()})
+    lines = ptb_tokenize_lines([caption for texts in captions.values() for caption in texts])
+    joined = iter(" ".join(token for token in line if token not in PUNCTUATIONS) for line in lines)
+    return {key: [next(joined) for _ in texts] for key, texts in captions.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+def _text(value: object, where: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{where}: caption is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    if not isinstance(value, str):
+        raise UserError(f"{where}: caption must be text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{where}: caption holds undecodable characters (lone surrogates)") from None
+    return value
+
+
+def _checked(predictions: dict, references: dict) -> tuple[dict, dict]:
+    for name, ids in (("predictions", predictions.keys() - references.keys()),
+                      ("references", references.keys() - predictions.keys())):
+        if ids:
+            other = "references" if name == "predictions" else "predictions"
+            shown = ", ".join(repr(i) for i in sorted(ids, key=repr)[:5])
+            raise UserError(f"{len(ids)} id(s) in {name} have no {other}: {shown}")
+    checked_references = {}
+    for key, texts in references.items():
+        if isinstance(texts, (str, bytes)) or not texts:
+            raise UserError(f"references[{key!r}]: expected a non-empty list of captions")
+        checked_references[key] = [_text(t, f"references[{key!r}][{i}]") for i, t in enumerate(texts)]
+        for i, text in enumerate(checked_references[key]):
+            if not text.strip():
+                raise UserError(f"references[{key!r}][{i}]: reference caption is empty")
+    return {key: _text(value, f"predictions[{key!r}]") for key, value in predictions.items()}, checked_references
+
+
+def _meteor_or_reason(use_java: bool):
+    if not use_java:
+        return None, "unavailable: METEOR 1.5 is a Java program and Java is not used (no `java` on PATH, or use_java=False)"
+    try:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        return Meteor(), "computed"
+    except Exception as error:  # noqa: BLE001 - any failure to start the JVM is reported, not fatal
+        return None, f"unavailable: METEOR failed to start ({type(error).__name__}: {error})"
+
+
+def _score_tokenized(references: dict, predictions: dict, meteor) -> dict:
+    """coco-caption's scorers on tokenized text; ``predictions`` maps id -> [one caption]."""
+    bleu, _ = Bleu(4).compute_score(references, predictions, verbose=0)
+    scores = {f"bleu_{n + 1}": 100 * float(bleu[n]) for n in range(4)}
+    scores["meteor"] = 100 * float(meteor.compute_score(references, predictions)[0]) if meteor else None
+    scores["rouge_l"] = 100 * float(Rouge().compute_score(references, predictions)[0])
+    scores["cider_d"] = 100 * float(Cider().compute_score(references, predictions)[0])
+    return scores
+
+
+def _use_java(use_java: bool | None) -> bool:
+    available = shutil.which("java") is not None
+    if use_java and not available:
+        raise UserError("use_java=True but no `java` is on PATH (install Java 8+, or pass use_java=False)")
+    return available if use_java is None else use_java
+
+
+def _result(scores: dict, use_java: bool, meteor_status: str, **counts) -> dict:
+    return {**scores, "spice": None, "scale": "0-100", "tokenizer": "ptb-java" if use_java else "ptb-python",
+            "meteor_status": meteor_status,
+            "spice_status": "not computed: SPICE downloads Stanford CoreNLP models at run time", **counts}
+
+
+def score_captions(predictions: dict, references: dict, use_java: bool | None = None) -> dict:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of one predicted caption per id, as coco-caption scores them.
+
+    ``predictions``: id -> caption; ``references``: id -> non-empty list of captions; the two must
+    have the same ids. ``use_java``: None = use Java if ``java`` is on PATH. An empty prediction is
+    scored as it is (it matches nothing, so it scores 0 on every per-caption metric and still counts
+    in BLEU's brevity penalty); ``empty_predictions`` counts them. Raises UserError naming the id for
+    mismatched ids, an empty reference list or caption, and captions that are not text.
+    """
+    predictions, references = _checked(predictions, references)
+    if not predictions:
+        raise UserError("no captions to score: predictions and references are empty")
+    use_java = _use_java(use_java)
+    tokenized_references = ptb_tokenize(references, use_java)
+    tokenized_predictions = ptb_tokenize({key: [caption] for key, caption in predictions.items()}, use_java)
+    meteor, meteor_status = _meteor_or_reason(use_java)
+    scores = _score_tokenized(tokenized_references, tokenized_predictions, meteor)
+    empty = sum(not caption[0].strip() for caption in tokenized_predictions.values())
+    return _result(scores, use_java, meteor_status, images=len(predictions), empty_predictions=empty)
+
+
+def human_agreement(references: dict, use_java: bool | None = None) -> dict:
+    """How well people agree with each other: each image's caption k scored against its other captions.
+
+    Round k holds out caption k of every image as the "prediction" (k = 0 .. fewest captions - 1),
+    and the result is the mean over rounds, e.g. one of five Flickr8k captions against the other four.
+    This is the "human" row of captioning tables (Vinyals et al. 2015 report a Flickr8k BLEU-1 of 70).
+    """
+    _, references = _checked(dict.fromkeys(references, ""), references)
+    rounds = min((len(texts) for texts in references.values()), default=0)
+    if rounds < 2:
+        raise UserError("human agreement needs at least 2 reference captions for every image")
+    use_java = _use_java(use_java)
+    tokenized = ptb_tokenize(references, use_java)
+    meteor, meteor_status = _meteor_or_reason(use_java)
+    per_round = [_score_tokenized({key: texts[:k] + texts[k + 1:] for key, texts in tokenized.items()},
+                                  {key: [texts[k]] for key, texts in tokenized.items()}, meteor)
+                 for k in range(rounds)]
+    scores = {name: None if per_round[0][name] is None else sum(r[name] for r in per_round) / rounds
+              for name in per_round[0]}
+    return _result(scores, use_java, meteor_status, images=len(references), rounds=rounds)

@@ -1,0 +1,69 @@
+"""Corpus BLEU in the two conventions papers use, both through sacrebleu, and perplexity.
+
+BLEU is Papineni et al. 2002's corpus score: the geometric mean of clipped 1..4-gram precisions
+times a brevity penalty, summed over the whole test set (never an average of sentence scores).
+
+- ``multi_bleu``: Moses' multi-bleu.perl, which Sutskever et al. 2014 report: the text is scored as
+  it is given (already tokenized, no detokenization, case-sensitive), reference length = the closest
+  one (the shorter on a tie), and no smoothing (a zero n-gram precision gives BLEU 0).
+- ``sacrebleu_score``: sacrebleu's standard BLEU on detokenized text (13a tokenization, exponential
+  smoothing), the number comparable across papers since Post 2018.
+
+Every result carries sacrebleu's signature string and says its scale: 0-100, as papers print BLEU.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sacrebleu.metrics import BLEU
+
+from repro.errors import UserError
+
+
+def _reference_streams(hypotheses: list, references: list) -> list[list[str | None]]:
+    """sacrebleu wants one stream per reference slot; we take a list of references per hypothesis."""
+    if not hypotheses:
+        raise UserError("no hypotheses to score: the corpus is empty")
+    if len(references) != len(hypotheses):
+        raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must align")
+    for index, hypothesis in enumerate(hypotheses):
+        if not isinstance(hypothesis, str):
+            raise UserError(f"hypothesis {index}: expected a string, got {type(hypothesis).__name__}")
+    per_hypothesis = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
+    for index, refs in enumerate(per_hypothesis):
+        if not refs or not all(isinstance(ref, str) for ref in refs):
+            raise UserError(f"references of hypothesis {index}: expected a string or a non-empty list of strings")
+    slots = max(len(refs) for refs in per_hypothesis)
+    # A hypothesis with fewer references gets None in the missing slots (sacrebleu's "nrefs:var").
+    return [[refs[slot] if slot < len(refs) else None for refs in per_hypothesis] for slot in range(slots)]
+
+
+def _score(metric: BLEU, hypotheses: list[str], references: list) -> dict:
+    score = metric.corpus_score(hypotheses, _reference_streams(hypotheses, references))
+    return {"bleu": score.score, "signature": f"BLEU|{metric.get_signature()}", "scale": "0-100",
+            "precisions": score.precisions, "brevity_penalty": score.bp,
+            "hypothesis_length": score.sys_len, "reference_length": score.ref_len}
+
+
+def multi_bleu(hypotheses_tokenized: list[str], references_tokenized: list) -> dict:
+    """multi-bleu.perl BLEU of space-tokenized text: ``references_tokenized[i]`` is a string or a list of them."""
+    metric = BLEU(tokenize="none", smooth_method="none", force=True)  # force: the input is tokenized on purpose
+    return _score(metric, hypotheses_tokenized, references_tokenized)
+
+
+def sacrebleu_score(hypotheses_detokenized: list[str], references_detokenized: list) -> dict:
+    """sacrebleu's default BLEU (tok:13a, smooth:exp) of detokenized text; references as in ``multi_bleu``."""
+    return _score(BLEU(), hypotheses_detokenized, references_detokenized)
+
+
+def perplexity(total_nll: float, token_count: int) -> float:
+    """exp(summed negative log-likelihood in nats / number of tokens) over the whole evaluation set.
+
+    Sum the NLL and the counts over all batches first: the mean of per-batch perplexities is not the
+    corpus perplexity (batches differ in length and exp is convex).
+    """
+    total_nll, token_count = float(total_nll), int(token_count)
+    if token_count <= 0:
+        raise UserError(f"perplexity over {token_count} tokens is undefined: the evaluation set has no tokens")
+    return math.exp(total_nll / token_count)

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=1.0)
     sample.add_argument("--seed", type=int, default=0)
 
+    human = commands.add_parser("human-agreement", help="score human captions leave-one-out (the papers' Human rows)")
+    human.add_argument("dataset", help="flickr8k")
+    human.add_argument("--split", default="test")
+    human.add_argument("--data-dir")
+    human.add_argument("--results", type=Path, default=Path("results"))
+
     bench = commands.add_parser("bench", help="throughput benchmark of a paper (prints a table, writes JSON)")
     bench.add_argument("paper")
     bench.add_argument("--quick", action="store_true", help="a few seconds per measurement (for CI)")
@@ -156,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
         elif args.command == "sample":
             command_sample(args)
+        elif args.command == "human-agreement":
+            from repro.human_agreement import run_human_agreement
+
+            run_human_agreement(args.dataset, args.data_dir, args.results, args.split)
         elif args.command == "bench":
             command_bench(args)
     except UserError as error:

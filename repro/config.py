@@ -25,6 +25,7 @@ class TrainingConfig:
     gradient_clip_val: float | None = None  # clip the global gradient norm at this value
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     accumulate_grad_batches: int = 1
+    max_time_minutes: float | None = None  # stop training after this wall-clock time (then test as usual)
 
 
 _TRUE = {"1", "true", "yes", "on"}

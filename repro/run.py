@@ -154,6 +154,8 @@ def run(request: RunRequest) -> dict | None:
     started = time.time()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_checkpoint) if resume_checkpoint else None)
+    if trainer.interrupted:
+        raise UserError(f"training was interrupted; no run record written; resume with --resume {run_dir}")
     best = trainer.checkpoint_callback.best_model_path
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

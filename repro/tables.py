@@ -41,7 +41,8 @@ def paper_table(entry: PaperEntry, records: list[dict]) -> str:
         where = f"{hardware.get('world_size', 1)}x {', '.join(hardware.get('gpus') or []) or 'CPU'}"
         wall = f"{record.get('wall_time_s', 0) / 60:.1f} min on {where}"
         runs = f" (latest of {counts[(preset, dataset)]})" if counts[(preset, dataset)] > 1 else ""
-        lines.append("| " + " | ".join([source, f"preset `{preset}`{runs}", dataset,
+        system = record.get("system") or f"preset `{preset}`"
+        lines.append("| " + " | ".join([source, f"{system}{runs}", dataset,
                                         *[_format(record["metrics"].get(c)) for c in columns],
                                         str(record.get("epochs", "")), wall,
                                         f"`{Path(record['_path']).name}`"]) + " |")

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+
+from repro.errors import UserError
 
 
 @dataclass
@@ -25,6 +28,20 @@ class TrainerOptions:
     deterministic: bool = False
     wandb: bool = False
     progress_bar: bool = True
+
+
+class StopOnNonFiniteLoss(Callback):
+    """A NaN or infinite loss ends the run with a clear message; the last good checkpoint stays."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = checkpoint_dir
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise UserError(f"non-finite training loss ({float(loss)}) at epoch {trainer.current_epoch}, step "
+                            f"{trainer.global_step}; last good checkpoint: {self.checkpoint_dir / 'last.ckpt'} "
+                            f"(try a lower --set learning_rate or a gradient_clip_val)")
 
 
 def _devices(value: str):
@@ -46,7 +63,7 @@ def build_trainer(options: TrainerOptions, config, run_dir: Path, run_name: str,
     metric, mode = monitor
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=metric, mode=mode,
                                   save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [checkpoints]
+    callbacks = [checkpoints, StopOnNonFiniteLoss(run_dir / "checkpoints")]
     if options.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=20))
     return L.Trainer(
@@ -57,6 +74,7 @@ def build_trainer(options: TrainerOptions, config, run_dir: Path, run_name: str,
         precision=options.precision,
         deterministic=options.deterministic,
         max_epochs=config.max_epochs,
+        max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
         gradient_clip_val=config.gradient_clip_val,
         gradient_clip_algorithm=config.gradient_clip_algorithm if config.gradient_clip_val else None,
         accumulate_grad_batches=config.accumulate_grad_batches,

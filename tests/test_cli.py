@@ -132,3 +132,27 @@ def test_table_is_generated_from_records(finished_run):
     assert f"{record['metrics']['test/ppl']:.1f}" in table and "embedded sample" in table
     assert (results / "mikolov2010_validation.png").is_file()
     assert "vinyals2014" in (results / "README.md").read_text()
+
+
+def test_two_processes_on_cpu_with_ddp(tmp_path):
+    """The same command on 2 CPU processes (gloo): Lightning launches them, one record is written."""
+    result = repro("run", "mikolov2010", *TINY[:-4], "--accelerator", "cpu", "--devices", "2",
+                   "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
+    assert len(records) == 1 and records[0]["hardware"]["world_size"] == 2
+    assert 1 < records[0]["metrics"]["test/ppl"] < 200
+
+
+def test_non_finite_loss_stops_with_a_message_and_no_record(tmp_path, capsys):
+    assert main(["run", "mikolov2010", *TINY, "--set", "learning_rate=1e30", "--set", "gradient_clip_val=none",
+                 "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]) == 2
+    assert "non-finite training loss" in capsys.readouterr().err
+    assert not list((tmp_path / "results").rglob("*.json"))
+
+
+def test_data_list_names_the_official_source(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "simple-examples.tgz" in out and "agreement-grammar [embedded (generated)]" in out
+    assert "ptb [missing]" in out

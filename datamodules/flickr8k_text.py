@@ -1,0 +1,103 @@
+"""The official Flickr8k text bundle: ``Flickr8k.token.txt`` and the train/dev/test image lists.
+
+Hodosh, Young, Hockenmaier 2013, "Framing image description as a ranking task", JAIR 47. The
+official splits (6000/1000/1000 images) are the ones Karpathy's ``dataset_flickr8k.json`` uses.
+This reader is shared by everything that needs Flickr8k captions (human agreement now, the caption
+datamodule of the captioning papers next).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+from datamodules.catalog import DatasetSpec, Source, register_dataset
+from repro.errors import UserError
+
+TOKEN_FILE = "Flickr8k.token.txt"
+SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
+TEXT_BUNDLE = Source(
+    url="https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",
+    description="Flickr8k_text.zip (the official text bundle, originally from the University of Illinois "
+                "request form); images: Flickr8k_Dataset.zip from the same release",
+)
+
+
+def _lines(path: Path):
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                yield line_number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise UserError(f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+
+
+def read_captions(path: Path) -> dict[str, list[str]]:
+    """``<image>.jpg#<k><TAB>caption`` lines -> image name -> its captions in order of k."""
+    captions: dict[str, list[str]] = defaultdict(list)
+    for line_number, line in _lines(path):
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        image, hash_sign, index = key.partition("#")
+        if not tab or not hash_sign or not index.isdigit() or not caption.strip():
+            raise UserError(f"{path}:{line_number}: expected '<image>.jpg#<k><TAB>caption', got {line[:60]!r}")
+        captions[image].append(caption.strip())
+    if not captions:
+        raise UserError(f"{path}: no captions found")
+    return dict(captions)
+
+
+def read_split(folder: Path, split: str) -> list[str]:
+    if split not in SPLIT_FILES:
+        raise UserError(f"unknown Flickr8k split {split!r}; splits: {', '.join(SPLIT_FILES)}")
+    return [line.strip() for _, line in _lines(folder / SPLIT_FILES[split]) if line.strip()]
+
+
+def split_references(folder: Path, split: str) -> dict[str, list[str]]:
+    """The captions of every image in an official split; a listed image without captions is an error."""
+    captions = read_captions(folder / TOKEN_FILE)
+    images = read_split(folder, split)
+    unknown = [image for image in images if image not in captions]
+    if unknown:
+        raise UserError(f"{folder / SPLIT_FILES[split]}: {len(unknown)} image(s) have no captions in "
+                        f"{TOKEN_FILE}, e.g. {unknown[0]}")
+    return {image: captions[image] for image in images}
+
+
+def prepare_flickr8k_text(data_root: Path, archive: Path | None) -> None:
+    target = data_root / "flickr8k_text"
+    needed = [TOKEN_FILE, *SPLIT_FILES.values()]
+    if archive is None:
+        raise UserError(f"flickr8k: download {TEXT_BUNDLE.url} (research use; see Hodosh et al. 2013) and run "
+                        f"`python -m repro data prepare flickr8k --archive Flickr8k_text.zip`, or place "
+                        f"{', '.join(needed)} in {target}/")
+    try:
+        with zipfile.ZipFile(archive) as bundle, tempfile.TemporaryDirectory() as scratch:
+            members = {Path(name).name: name for name in bundle.namelist() if Path(name).name in needed}
+            missing = sorted(set(needed) - set(members))
+            if missing:
+                raise UserError(f"{archive}: does not contain {', '.join(missing)}")
+            target.mkdir(parents=True, exist_ok=True)
+            for name, member in members.items():
+                bundle.extract(member, scratch)
+                shutil.move(Path(scratch) / member, target / name)
+    except (zipfile.BadZipFile, FileNotFoundError) as error:
+        raise UserError(f"--archive {archive}: not a readable zip archive ({error})") from None
+    print(f"flickr8k: prepared {target}")
+
+
+register_dataset(DatasetSpec(
+    name="flickr8k",
+    description="Flickr8k captions (40,460: 5 per image) with the official 6000/1000/1000 image splits",
+    folder="flickr8k_text",
+    required_files=(TOKEN_FILE, *SPLIT_FILES.values()),
+    license="research use (University of Illinois; images are Flickr users')",
+    sources=(TEXT_BUNDLE,),
+    prepare=prepare_flickr8k_text,
+))

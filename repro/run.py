@@ -177,6 +177,7 @@ def run(request: RunRequest) -> dict | None:
         "metrics": metrics,
         "history": read_history(run_dir / "logs", (entry.monitor[0], "lr")),
         "config": config_to_dict(config),
+        "overrides": list(request.overrides),
         "trainer": {"accelerator": request.trainer.accelerator, "devices": str(request.trainer.devices),
                     "nodes": request.trainer.nodes, "strategy": request.trainer.strategy,
                     "precision": request.trainer.precision, "deterministic": request.trainer.deterministic},

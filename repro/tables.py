@@ -31,17 +31,17 @@ def paper_table(entry: PaperEntry, records: list[dict]) -> str:
                                         *[_format(values.get(c)) for c in columns], "", "", ""]) + " |")
     latest: dict[tuple, dict] = {}
     counts: dict[tuple, int] = defaultdict(int)
-    for record in records:  # oldest first, so the newest of each (preset, dataset) wins
-        key = (record["preset"], record["dataset"])
+    for record in records:  # oldest first, so the newest of each (preset, overrides, dataset) wins
+        key = (record["preset"], " ".join(record.get("overrides") or []), record["dataset"])
         latest[key] = record
         counts[key] += 1
-    for (preset, dataset), record in sorted(latest.items()):
+    for (preset, overrides, dataset), record in sorted(latest.items()):
         source = "this suite" + ("" if record.get("data_source") == "real" else " (embedded sample)")
         hardware = record.get("hardware", {})
         where = f"{hardware.get('world_size', 1)}x {', '.join(hardware.get('gpus') or []) or 'CPU'}"
         wall = f"{record.get('wall_time_s', 0) / 60:.1f} min on {where}"
-        runs = f" (latest of {counts[(preset, dataset)]})" if counts[(preset, dataset)] > 1 else ""
-        system = record.get("system") or f"preset `{preset}`"
+        runs = f" (latest of {counts[(preset, overrides, dataset)]})" if counts[(preset, overrides, dataset)] > 1 else ""
+        system = record.get("system") or f"preset `{preset}`" + (f" `{overrides}`" if overrides else "")
         lines.append("| " + " | ".join([source, f"{system}{runs}", dataset,
                                         *[_format(record["metrics"].get(c)) for c in columns],
                                         str(record.get("epochs", "")), wall,

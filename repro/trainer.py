@@ -55,6 +55,11 @@ def build_trainer(options: TrainerOptions, config, run_dir: Path, run_name: str,
     if options.wandb:
         from lightning.pytorch.loggers import WandbLogger
 
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UserError("--wandb: the wandb package is not installed; pip install -e '.[wandb]'") from None
+
         # Without a key W&B runs offline (sync later with `wandb sync`); the id is the run's name, so a
         # resumed or requeued run continues the same W&B run.
         offline = not os.environ.get("WANDB_API_KEY")

@@ -281,7 +281,8 @@ class Mikolov2010(L.LightningModule):
         nll, count = self.negative_log_likelihood[name].compute(), self.token_count[name].compute()
         self.negative_log_likelihood[name].reset()
         self.token_count[name].reset()
-        return math.exp(float(nll) / float(count)), float(nll)
+        mean = float(nll) / float(count)
+        return (math.exp(mean) if mean < 700 else math.inf), float(nll)  # a diverged model scores inf
 
     def on_validation_epoch_start(self) -> None:
         self.eval_state = None

@@ -112,6 +112,16 @@ def check_resume_compatible(checkpoint: Path, paper: str, config: dict) -> None:
 
 
 def run(request: RunRequest) -> dict | None:
+    """Train, test and record one run; the run id lives in the environment only while it runs."""
+    had_run_id = "REPRO_RUN_ID" in os.environ
+    try:
+        return _run(request)
+    finally:
+        if not had_run_id:  # a second run in the same Python process gets its own directory
+            os.environ.pop("REPRO_RUN_ID", None)
+
+
+def _run(request: RunRequest) -> dict | None:
     entry: PaperEntry = get_paper(request.paper)
     if not entry.built:
         built = ", ".join(p.name for p in all_papers() if p.built)

@@ -86,6 +86,18 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def numbered_lines(path: Path):
+    """(line number, text without the line break) of a UTF-8 text file; errors name file and line."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                yield line_number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise UserError(f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+
+
 def file_md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as handle:

@@ -14,7 +14,7 @@ import zipfile
 from collections import defaultdict
 from pathlib import Path
 
-from datamodules.catalog import DatasetSpec, Source, register_dataset
+from datamodules.catalog import DatasetSpec, Source, numbered_lines, register_dataset
 from repro.errors import UserError
 
 TOKEN_FILE = "Flickr8k.token.txt"
@@ -26,21 +26,10 @@ TEXT_BUNDLE = Source(
 )
 
 
-def _lines(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                yield line_number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as error:
-                raise UserError(f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
-
-
 def read_captions(path: Path) -> dict[str, list[str]]:
     """``<image>.jpg#<k><TAB>caption`` lines -> image name -> its captions in order of k."""
     captions: dict[str, list[str]] = defaultdict(list)
-    for line_number, line in _lines(path):
+    for line_number, line in numbered_lines(path):
         if not line.strip():
             continue
         key, tab, caption = line.partition("\t")
@@ -56,7 +45,7 @@ def read_captions(path: Path) -> dict[str, list[str]]:
 def read_split(folder: Path, split: str) -> list[str]:
     if split not in SPLIT_FILES:
         raise UserError(f"unknown Flickr8k split {split!r}; splits: {', '.join(SPLIT_FILES)}")
-    return [line.strip() for _, line in _lines(folder / SPLIT_FILES[split]) if line.strip()]
+    return [line.strip() for _, line in numbered_lines(folder / SPLIT_FILES[split]) if line.strip()]
 
 
 def split_references(folder: Path, split: str) -> dict[str, list[str]]:

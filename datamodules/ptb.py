@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.catalog import DatasetSpec, Source, file_md5, folder_checksum, register_dataset
+from datamodules.catalog import DatasetSpec, Source, file_md5, folder_checksum, numbered_lines, register_dataset
 from datamodules.vocabulary import Vocabulary
 from repro.errors import UserError
 
@@ -47,21 +47,14 @@ SIMPLE_EXAMPLES = Source(
 
 def read_sentences(path: Path) -> list[list[str]]:
     """Read one sentence per line; a blank or undecodable line is an error naming file and line."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
     sentences = []
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise UserError(f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
-            words = line.split()
-            if not words:
-                raise UserError(f"{path}:{line_number}: empty line; expected one sentence of space-separated words")
-            if "\t" in line.strip():
-                raise UserError(f"{path}:{line_number}: tab character; expected space-separated words (PTB format)")
-            sentences.append(words)
+    for line_number, line in numbered_lines(path):
+        words = line.split()
+        if not words:
+            raise UserError(f"{path}:{line_number}: empty line; expected one sentence of space-separated words")
+        if "\t" in line.strip():
+            raise UserError(f"{path}:{line_number}: tab character; expected space-separated words (PTB format)")
+        sentences.append(words)
     if not sentences:
         raise UserError(f"{path}: file is empty; expected one sentence per line")
     return sentences

@@ -8,6 +8,12 @@ Training batches follow the usual truncated-BPTT layout (pytorch/examples word_l
 training text is cut into ``batch_size`` parallel streams and read ``bptt`` words at a time, so the
 hidden state can be carried from one batch to the next. Evaluation reads valid/test as one stream,
 carrying the state through the whole text, so perplexities are comparable with the literature.
+
+Several processes: ``batch_size`` is the number of streams of the whole run, and process ``r`` of
+``N`` reads streams ``r*batch_size/N ... (r+1)*batch_size/N - 1``. The streams do not depend on ``N``,
+so 1 process with 16 streams and 2 processes with 8 each train on the same words at every step.
+Evaluation is one stream that cannot be split (the state and dynamic evaluation run through the text
+in order), so every process scores the whole text and all get the 1-process number.
 """
 
 from __future__ import annotations
@@ -93,6 +99,39 @@ class StreamChunks(Dataset):
         return self.inputs[:, window], self.targets[:, window]
 
 
+class ResumableChunks:
+    """The training loader: chunks in order, resumable in the middle of an epoch.
+
+    Lightning saves ``state_dict()`` in every checkpoint and calls ``load_state_dict()`` before the
+    resumed epoch starts, so a run restarted from a mid-epoch checkpoint continues with the next chunk
+    instead of re-reading the epoch from its start (Lightning fetches without prefetching when the
+    length is known, so the chunks handed out are exactly the chunks trained on).
+    """
+
+    def __init__(self, chunks: Dataset):
+        self.chunks = chunks
+        self.position = 0  # chunks handed out in the current epoch
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __iter__(self):
+        start, self._start = self._start, 0
+        for index in range(start, len(self.chunks)):
+            self.position = index + 1
+            yield self.chunks[index]
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "length": len(self.chunks)}
+
+    def load_state_dict(self, state: dict) -> None:
+        # a checkpoint from the end of an epoch starts the next epoch from its first chunk
+        position = int(state.get("position", 0))
+        self._start = position if 0 < position < len(self.chunks) else 0
+        self.position = self._start
+
+
 def split_streams(ids: torch.Tensor, count: int, pad_to_equal: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut a text into ``count`` contiguous streams of (input, next-word target).
 
@@ -114,8 +153,8 @@ def split_streams(ids: torch.Tensor, count: int, pad_to_equal: bool) -> tuple[to
 class PennTreebankDataModule(L.LightningDataModule):
     """Reads ``ptb.{train,valid,test}.txt`` from ``folder``; the vocabulary is built from training text.
 
-    ``batch_size`` is per process: with N processes the training text is cut into N * batch_size
-    streams and each process reads its own, so the effective batch is N * batch_size streams.
+    ``batch_size`` is the number of training streams of the whole run; with N processes each reads
+    ``batch_size / N`` of them (see the module docstring), so the result does not depend on N.
     """
 
     def __init__(self, folder: Path, batch_size: int = 32, bptt: int = 32, eval_bptt: int = 512,
@@ -132,10 +171,10 @@ class PennTreebankDataModule(L.LightningDataModule):
     @property
     def sentences(self) -> dict[str, list[list[str]]]:
         if self._sentences is None:
-            loaded = {}
+            # every file's format first (an error there names file and line), then the standard sizes
+            loaded = {split: read_sentences(self.folder / f"ptb.{split}.txt") for split in SPLITS}
             for split in SPLITS:
                 path = self.folder / f"ptb.{split}.txt"
-                loaded[split] = read_sentences(path)
                 if self.check_standard_ptb and path.name in PTB_FILES:
                     check_ptb_file(path, loaded[split])
             self._sentences = loaded
@@ -172,20 +211,25 @@ class PennTreebankDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def train_dataloader(self) -> DataLoader:
+    def streams_per_process(self, world: int) -> int:
+        if self.batch_size % world:
+            raise UserError(f"--set batch_size={self.batch_size}: the training streams must divide evenly over "
+                            f"{world} processes (batch_size is the whole run's number of streams)")
+        return self.batch_size // world
+
+    def train_dataloader(self) -> ResumableChunks:
         rank, world = self._rank_and_world()
+        per_process = self.streams_per_process(world)
         ids = text_stream(self.sentences["train"], self.vocabulary)
-        inputs, targets = split_streams(ids, world * self.batch_size, pad_to_equal=False)
-        mine = slice(rank * self.batch_size, (rank + 1) * self.batch_size)
-        return DataLoader(StreamChunks(inputs[mine], targets[mine], self.bptt), batch_size=None, shuffle=False)
+        inputs, targets = split_streams(ids, self.batch_size, pad_to_equal=False)
+        mine = slice(rank * per_process, (rank + 1) * per_process)
+        return ResumableChunks(StreamChunks(inputs[mine], targets[mine], self.bptt))
 
     def _evaluation_loader(self, split: str) -> DataLoader:
-        # One stream per process: with one process that is the whole text, as in the literature.
-        rank, world = self._rank_and_world()
+        # The whole text as one stream, in every process (module docstring): the literature's number.
         ids = text_stream(self.sentences[split], self.vocabulary)
-        inputs, targets = split_streams(ids, world, pad_to_equal=True)
-        return DataLoader(StreamChunks(inputs[rank:rank + 1], targets[rank:rank + 1], self.eval_bptt),
-                          batch_size=None, shuffle=False)
+        inputs, targets = split_streams(ids, 1, pad_to_equal=True)
+        return DataLoader(StreamChunks(inputs, targets, self.eval_bptt), batch_size=None, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader("valid")

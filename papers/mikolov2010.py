@@ -88,6 +88,13 @@ class Mikolov2010Config(TrainingConfig):
     batch_size: int = 32
     gradient_clip_val: float | None = 1.0  # not in the paper: clipping keeps the larger minibatch rate stable
 
+    # World-size rule (repro/scaling.py): batch_size is the run's number of streams, split over the
+    # processes, and the learning rates stay as they are, because the rates (and U's scale) are tuned
+    # to the words per update (see the module docstring). Adding devices then changes only the speed:
+    # 2 processes x 8 streams train exactly as 1 x 16 (tests/test_distributed_training.py).
+    batch_size_scope = "global"
+    world_size_rule = "batch_size streams in all, split over the processes; learning rates unchanged"
+
 
 PRESETS = {
     "paper": {},
@@ -251,12 +258,17 @@ class Mikolov2010(L.LightningModule):
         self.vocabulary = Vocabulary.from_dict(vocabulary)
         self.network = build_network(self.config, self.vocabulary)
         self.end_of_sentence = self.vocabulary.index(END_OF_SENTENCE)
-        self.negative_log_likelihood = nn.ModuleDict({name: SumMetric() for name in ("val", "test", "test_dynamic")})
-        self.token_count = nn.ModuleDict({name: SumMetric() for name in ("val", "test", "test_dynamic")})
+        # Every process scores the whole evaluation text (datamodules/ptb.py), so sums are not reduced
+        # over processes: each process already holds the full total.
+        self.negative_log_likelihood = nn.ModuleDict({name: SumMetric(sync_on_compute=False)
+                                                      for name in ("val", "test", "test_dynamic")})
+        self.token_count = nn.ModuleDict({name: SumMetric(sync_on_compute=False)
+                                          for name in ("val", "test", "test_dynamic")})
         # Sec. 2.1 schedule: keep the rate while validation improves, then halve it every epoch, and
         # stop at the next epoch without a significant improvement.
         self.schedule = {"previous_valid_nll": None, "halving": False}
         self.state = None
+        self._restored_state = None  # the carried state of a mid-epoch checkpoint, until its epoch starts
 
     # --- training -------------------------------------------------------------------------------
     def _parameter_groups(self, network: ElmanLanguageModel, rate: float) -> list[dict]:
@@ -270,10 +282,20 @@ class Mikolov2010(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.state = None  # each epoch reads the streams from their beginning
 
+    def _first_state(self, words: torch.Tensor) -> torch.Tensor:
+        """The initial state, or, in an epoch resumed from a mid-epoch checkpoint (Lightning does not call
+        on_train_epoch_start then), the saved state of this process's streams. It was saved for all
+        streams, so the number of processes may change between the runs."""
+        restored, self._restored_state = self._restored_state, None
+        if restored is not None and restored["epoch"] == self.current_epoch:
+            per_process = restored["state"].shape[0] // self.trainer.world_size
+            return restored["state"][self.global_rank * per_process:(self.global_rank + 1) * per_process].to(words.device)
+        return self.network.initial_state(words.shape[0], words.device)
+
     def training_step(self, batch, batch_index):
         words, targets = batch
         if self.state is None:
-            self.state = self.network.initial_state(words.shape[0], words.device)
+            self.state = self._first_state(words)
         log_prob, keep, state = self.network.log_prob(words, targets, self.state.detach())
         self.state = state
         loss = -log_prob.sum() / keep.sum()
@@ -365,9 +387,17 @@ class Mikolov2010(L.LightningModule):
     # --- the schedule's state travels with checkpoints, so a resumed run halves at the same epoch --
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint["learning_rate_schedule"] = dict(self.schedule)
+        # Mid-epoch, the hidden state carried across batches is part of the training state: gather every
+        # process's streams (every process runs this hook; rank 0 writes the file).
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        if self.state is not None and self.trainer.training and 0 < progress.processed < self.trainer.num_training_batches:
+            gathered = self.all_gather(self.state.detach())
+            checkpoint["carried_state"] = {"epoch": self.current_epoch,
+                                           "state": gathered.reshape(-1, gathered.shape[-1]).cpu()}
 
     def on_load_checkpoint(self, checkpoint) -> None:
         self.schedule = dict(checkpoint.get("learning_rate_schedule", self.schedule))
+        self._restored_state = checkpoint.get("carried_state")
 
     # --- generation (python -m repro sample) ----------------------------------------------------
     @torch.no_grad()
@@ -423,4 +453,5 @@ register_paper(PaperEntry(
     make_module=make_module,
     monitor=("val/ppl", "min"),
     baselines=(kneser_ney_baseline,),
+    use_distributed_sampler=False,  # the datamodule splits the streams itself (world-size invariant)
 ))

@@ -1,4 +1,4 @@
-"""The command line: ``python -m repro {list,run,data,table,sample,bench}``.
+"""The command line: ``python -m repro {list,run,submit,data,table,sample,bench}``.
 
 Only parsing and printing live here; each command calls one function elsewhere. A ``UserError``
 anywhere becomes one ``error: ...`` line and exit code 2, with no traceback.
@@ -14,28 +14,40 @@ from pathlib import Path
 from repro.errors import UserError
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_run_arguments(parser: argparse.ArgumentParser, submit: bool = False) -> None:
+    """The flags of ``run``; ``submit`` takes the same ones except those it sets itself (devices, resume...)."""
     parser.add_argument("paper", help="a registered paper, e.g. mikolov2010 (see `repro list`)")
     parser.add_argument("--preset", default="paper", help="named configuration: paper (published), smoke, cpu, ...")
     parser.add_argument("--data", default="auto", help="dataset name, or auto: the real dataset if found, else the embedded sample")
     parser.add_argument("--data-dir", help="data root (default: $REPRO_DATA, else ~/.cache/repro/data)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, type-checked (repeatable)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    if not submit:
+        parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-epochs", type=int)
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps, auto")
-    parser.add_argument("--devices", default="auto", help="devices per node: a count, a list, or auto")
-    parser.add_argument("--nodes", type=int, default=1)
+    if not submit:
+        parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps, auto")
+        parser.add_argument("--devices", default="auto", help="devices per node: a count, a list, or auto")
+    parser.add_argument("--nodes", type=int, default=1, help="machines; DDP spans devices x nodes processes")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy (auto picks DDP for several devices)")
-    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed (CUDA), ...")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
-    parser.add_argument("--resume", nargs="?", const="last", metavar="RUN_DIR|CKPT|last",
-                        help="continue a run from its last checkpoint (bare --resume: the latest matching run)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (recorded)")
+    parser.add_argument("--accumulate-grad-batches", type=int, metavar="N",
+                        help="sum gradients over N batches per update (the config's accumulate_grad_batches)")
+    parser.add_argument("--checkpoint-every-n-steps", type=int, metavar="N",
+                        help="also write last.ckpt every N training steps (default: every --checkpoint-every-minutes)")
+    parser.add_argument("--checkpoint-every-minutes", type=float, default=30.0, metavar="M",
+                        help="write last.ckpt every M minutes inside epochs (default 30)")
+    if not submit:
+        parser.add_argument("--resume", nargs="?", const="last", metavar="RUN_DIR|CKPT|last",
+                            help="continue a run from its last checkpoint (bare --resume: the latest matching run)")
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline without a key)")
     parser.add_argument("--out", default="outputs", help="where run directories (checkpoints, logs) go")
     parser.add_argument("--results", default="results", help="where run records go (RESULTS/runs)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (batch jobs)")
+    if not submit:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars (batch jobs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="registered papers, their datasets, metrics and published numbers")
     _add_run_arguments(commands.add_parser("run", help="train and evaluate a paper's model"))
+    submit = commands.add_parser("submit", help="run on a SLURM cluster: sbatch a job that srun's `repro run`, "
+                                                "requeued and resumed on preemption")
+    _add_run_arguments(submit, submit=True)
+    submit.add_argument("--gpus-per-node", type=int, required=True, help="GPUs (= processes) per node")
+    submit.add_argument("--partition", help="SLURM partition")
+    submit.add_argument("--time", help="time limit, e.g. 2-00:00:00 (a preempted or timed-out job is requeued)")
+    submit.add_argument("--account", help="SLURM account to charge")
+    submit.add_argument("--cpus-per-task", type=int, help="CPU cores per process (data loading)")
+    submit.add_argument("--dry-run", action="store_true", help="print the batch script instead of submitting it")
 
     data = commands.add_parser("data", help="datasets: where they come from, and preparing them")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -68,10 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
     human.add_argument("--data-dir")
     human.add_argument("--results", type=Path, default=Path("results"))
 
+    translate = commands.add_parser("translate", help="translate sentences with trained models (an ensemble if several)")
+    translate.add_argument("sentences", nargs="*", help="sentences to translate (or --input FILE)")
+    translate.add_argument("--ckpt", required=True, type=Path, action="append", help="a checkpoint (repeat for an ensemble)")
+    translate.add_argument("--input", type=Path, help="a file with one sentence per line")
+    translate.add_argument("--beam-size", type=int, help="default: the model's config (12, as published)")
+
+    caption = commands.add_parser("caption", help="caption images with a trained captioning model")
+    caption.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    caption.add_argument("--ckpt", required=True, type=Path)
+    caption.add_argument("--beam-size", type=int, help="default: the model's config")
+
     bench = commands.add_parser("bench", help="throughput benchmark of a paper (prints a table, writes JSON)")
     bench.add_argument("paper")
     bench.add_argument("--quick", action="store_true", help="a few seconds per measurement (for CI)")
     bench.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+
+    features = commands.add_parser("features", help="image features: run a frozen CNN once and cache its output")
+    features_commands = features.add_subparsers(dest="features_command", required=True)
+    extract = features_commands.add_parser("extract", help="encode a dataset's images into the feature cache")
+    extract.add_argument("dataset", help="a caption dataset (flickr8k, coco, ...); with --images, the cache's name")
+    extract.add_argument("--encoder", default="efficientnet-lite0", help="see repro.image_encoders.ENCODERS")
+    extract.add_argument("--weights", default="imagenet", choices=("imagenet", "random"))
+    extract.add_argument("--spatial", action="store_true", help="also cache the spatial maps (attention models)")
+    extract.add_argument("--images", type=Path, help="encode every .jpg/.png in this folder instead of a dataset")
+    extract.add_argument("--data-dir")
+    extract.add_argument("--batch-size", type=int, default=32)
+    extract.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes")
+    extract.add_argument("--image-size", type=int, help="input resolution (default: the encoder's own)")
+    extract.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    extract.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -97,9 +144,12 @@ def command_run(args: argparse.Namespace) -> None:
 
     options = TrainerOptions(accelerator=args.accelerator, devices=args.devices, nodes=args.nodes,
                              precision=args.precision, strategy=args.strategy, deterministic=args.deterministic,
-                             wandb=args.wandb, progress_bar=not args.no_progress)
+                             wandb=args.wandb, progress_bar=not args.no_progress, compile=args.compile,
+                             checkpoint_every_n_steps=args.checkpoint_every_n_steps,
+                             checkpoint_every_minutes=args.checkpoint_every_minutes)
     run(RunRequest(paper=args.paper, preset=args.preset, data=args.data, data_dir=args.data_dir,
-                   overrides=args.overrides, seed=args.seed, max_epochs=args.max_epochs, resume=args.resume,
+                   overrides=args.overrides, seed=args.seed, max_epochs=args.max_epochs,
+                   accumulate_grad_batches=args.accumulate_grad_batches, resume=args.resume,
                    out=args.out, results=args.results, print_config=args.print_config, trainer=options))
 
 
@@ -136,6 +186,18 @@ def command_sample(args: argparse.Namespace) -> None:
         print(line)
 
 
+def command_caption(args: argparse.Namespace) -> None:
+    from repro.checkpoints import load_module
+
+    module = load_module(args.ckpt)
+    if not hasattr(module, "caption_images"):
+        raise UserError(f"--ckpt {args.ckpt}: {module.hparams.get('paper')} is not an image captioner")
+    if args.beam_size is not None and args.beam_size < 1:
+        raise UserError(f"--beam-size {args.beam_size}: must be at least 1")
+    for path, caption in zip(args.images, module.caption_images(args.images, args.beam_size)):
+        print(f"{path}: {caption}")
+
+
 def command_bench(args: argparse.Namespace) -> None:
     import runpy
 
@@ -153,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             command_list()
         elif args.command == "run":
             command_run(args)
+        elif args.command == "submit":
+            from repro.submit import submit
+
+            submit(args)
         elif args.command == "data":
             command_data(args)
         elif args.command == "table":
@@ -166,8 +232,19 @@ def main(argv: list[str] | None = None) -> int:
             from repro.human_agreement import run_human_agreement
 
             run_human_agreement(args.dataset, args.data_dir, args.results, args.split)
+        elif args.command == "translate":
+            from repro.translate import run_translate
+
+            run_translate(args.ckpt, args.sentences, args.input, args.beam_size)
+        elif args.command == "caption":
+            command_caption(args)
         elif args.command == "bench":
             command_bench(args)
+        elif args.command == "features":
+            from repro.features import extract
+
+            extract(args.dataset, args.encoder, args.weights, args.spatial, args.data_dir, args.images,
+                    args.batch_size, args.num_workers, args.device, args.image_size, not args.no_progress)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -27,6 +27,11 @@ class TrainingConfig:
     accumulate_grad_batches: int = 1
     max_time_minutes: float | None = None  # stop training after this wall-clock time (then test as usual)
 
+    # The world-size rule (repro/scaling.py; class attributes, not fields): each paper states what stays
+    # fixed when devices or nodes change. The default is Lightning's: batch_size per process.
+    batch_size_scope = "per-process"
+    world_size_rule = "not stated"
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -22,6 +22,7 @@ from repro.config import config_to_dict, resolve_config
 from repro.errors import UserError
 from repro.records import git_state, hardware, library_versions, read_history, write_atomic, write_record
 from repro.registry import PaperEntry, all_papers, get_paper
+from repro.scaling import scaling_record
 from repro.trainer import TrainerOptions, build_trainer
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -36,6 +37,7 @@ class RunRequest:
     overrides: list[str] = field(default_factory=list)
     seed: int | None = None
     max_epochs: int | None = None
+    accumulate_grad_batches: int | None = None  # --accumulate-grad-batches: a config value, like --seed
     resume: str | None = None  # a run directory, a .ckpt file, or "last"
     out: str = "outputs"
     results: str = "results"
@@ -43,8 +45,22 @@ class RunRequest:
     trainer: TrainerOptions = field(default_factory=TrainerOptions)
 
 
+def slurm_job() -> str | None:
+    """The job id when this process was started by srun in a SLURM batch job (as Lightning detects it:
+    not in an interactive allocation, SLURM_JOB_NAME=bash or interactive); an array task gets its own."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect() or not os.environ.get("SLURM_JOB_ID"):
+        return None
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
 def is_main_process() -> bool:
-    # Set by Lightning's launchers, torchrun and SLURM before or while the processes start.
+    # Set by Lightning's launchers and torchrun before or while the processes start; srun sets SLURM_PROCID.
+    if slurm_job() is not None:
+        return os.environ.get("SLURM_PROCID", "0") == "0"
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
@@ -67,7 +83,7 @@ def run_id(request: RunRequest, dataset: str) -> str:
     cluster jobs take it from the scheduler so a requeued job lands in the same directory."""
     if os.environ.get("REPRO_RUN_ID"):
         return os.environ["REPRO_RUN_ID"]
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+    job = slurm_job() or os.environ.get("TORCHELASTIC_RUN_ID")
     stamp = f"job{job}" if job and job != "none" else datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{request.paper}-{request.preset}-{dataset}-{stamp}"
     os.environ["REPRO_RUN_ID"] = name
@@ -92,6 +108,13 @@ def find_resume_checkpoint(request: RunRequest, paper_out: Path, dataset: str) -
     if target.is_file():
         return target.parent.parent, target
     raise UserError(f"--resume {target}: no such run directory or checkpoint")
+
+
+def automatic_resume(run_dir: Path) -> Path | None:
+    """A requeued or restarted job (same SLURM job id, same torchrun run id) finds its own checkpoints:
+    the newest of last.ckpt and Lightning's SLURM preemption checkpoints (hpc_ckpt_N.ckpt)."""
+    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
 def check_resume_compatible(checkpoint: Path, paper: str, config: dict) -> None:
@@ -127,7 +150,8 @@ def _run(request: RunRequest) -> dict | None:
         built = ", ".join(p.name for p in all_papers() if p.built)
         raise UserError(f"{entry.name} is registered but not built yet; built papers: {built}")
     config = resolve_config(entry.config_class, entry.presets, request.preset, request.overrides,
-                            seed=request.seed, max_epochs=request.max_epochs)
+                            seed=request.seed, max_epochs=request.max_epochs,
+                            accumulate_grad_batches=request.accumulate_grad_batches)
     if request.print_config:
         print(json.dumps({"paper": entry.name, "preset": request.preset, "config": config_to_dict(config)}, indent=2))
         return None
@@ -149,6 +173,12 @@ def _run(request: RunRequest) -> dict | None:
     else:
         name = run_id(request, dataset.name)
         run_dir = paper_out / name
+        resume_checkpoint = automatic_resume(run_dir)
+        if resume_checkpoint is not None:
+            check_resume_compatible(resume_checkpoint, entry.name, config_to_dict(config))
+            if main:
+                print(f"RESUME: {run_dir} already has {resume_checkpoint.name} (a requeued or restarted job); "
+                      f"continuing from it", flush=True)
     if main:
         check_writable(run_dir, "--out")
         check_writable(runs_dir, "--results")
@@ -159,7 +189,10 @@ def _run(request: RunRequest) -> dict | None:
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = entry.make_datamodule(config, dataset.name, data_root)
     module = entry.make_module(config, datamodule)
+    if request.trainer.compile:
+        compile_network(module, entry.name)
     trainer = build_trainer(request.trainer, config, run_dir, name, entry.monitor, entry.use_distributed_sampler)
+    scaling = scaling_record(config, trainer.world_size)  # a batch that cannot be split fails here, before fit
 
     started = time.time()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -188,9 +221,7 @@ def _run(request: RunRequest) -> dict | None:
         "history": read_history(run_dir / "logs", (entry.monitor[0], "lr")),
         "config": config_to_dict(config),
         "overrides": list(request.overrides),
-        "trainer": {"accelerator": request.trainer.accelerator, "devices": str(request.trainer.devices),
-                    "nodes": request.trainer.nodes, "strategy": request.trainer.strategy,
-                    "precision": request.trainer.precision, "deterministic": request.trainer.deterministic},
+        "trainer": {**request.trainer.record(), **scaling},
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "resumed_from": str(resume_checkpoint) if resume_checkpoint else None,
@@ -204,9 +235,20 @@ def _run(request: RunRequest) -> dict | None:
         "versions": library_versions(),
         "hardware": hardware(trainer),
     }
+    if hasattr(module, "record_examples"):  # e.g. captioners: a few test images with their captions
+        record["examples"] = module.record_examples()
     record_path = write_record(record, runs_dir)
     print_summary(entry, record, record_path)
     return record
+
+
+def compile_network(module: L.LightningModule, paper: str) -> None:
+    """``--compile``: torch.compile the module's network in place (its parameter names, and so its
+    checkpoints, stay those of the plain network)."""
+    network = getattr(module, "network", None)
+    if not isinstance(network, torch.nn.Module):
+        raise UserError(f"--compile: {paper}'s module has no .network to compile")
+    network.compile()
 
 
 def print_summary(entry: PaperEntry, record: dict, record_path: Path) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from repro.errors import UserError
 
@@ -28,6 +32,70 @@ class TrainerOptions:
     deterministic: bool = False
     wandb: bool = False
     progress_bar: bool = True
+    compile: bool = False  # torch.compile the module's network (applied in repro/run.py)
+    # last.ckpt is also written every N training steps, or else every M minutes, so a crash or a
+    # preemption mid-epoch loses at most that much (besides the end-of-epoch checkpoints)
+    checkpoint_every_n_steps: int | None = None
+    checkpoint_every_minutes: float = 30.0
+
+    def record(self) -> dict:
+        """The run record's "trainer" section (with repro.scaling's world-size account added by run.py)."""
+        return {"accelerator": self.accelerator, "devices": str(self.devices), "nodes": self.nodes,
+                "strategy": self.strategy, "precision": self.precision, "deterministic": self.deterministic,
+                "compile": self.compile, "checkpoint_every_n_steps": self.checkpoint_every_n_steps,
+                "checkpoint_every_minutes": None if self.checkpoint_every_n_steps else self.checkpoint_every_minutes}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write a checkpoint beside its final name, then rename it in: a kill mid-write (SIGKILL, node
+    failure, full disk) leaves the previous last.ckpt whole. Lightning's own writer stages the file in
+    the system temp folder, which is often another file system, where the final move is a copy."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(checkpoint, staging)
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
+
+
+class MidEpochCheckpoint(ModelCheckpoint):
+    """last.ckpt every N steps or M minutes, but never at an epoch's last batch: the end-of-epoch
+    checkpoint follows right after validation, and Lightning resumed from a checkpoint taken just before
+    validation skips that epoch's validation (its history entry and the paper's schedule would be lost)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class RandomStateInCheckpoint(Callback):
+    """Lightning restores weights, optimizer and loop state; this adds the random generators (torch,
+    CUDA, numpy, Python; those of the saving process), so dropout and sampling continue as if the run
+    had never stopped."""
+
+    def state_dict(self) -> dict:
+        states = _collect_rng_states()
+        if "numpy" in states:  # plain lists: checkpoints stay loadable with torch.load(weights_only=True)
+            kind, keys, position, has_gauss, gauss = states["numpy"]
+            states["numpy"] = (kind, keys.tolist(), position, has_gauss, gauss)
+        return {"rng": states}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        states = dict(state_dict["rng"])
+        if "numpy" in states:
+            import numpy as np
+
+            kind, keys, position, has_gauss, gauss = states["numpy"]
+            states["numpy"] = (kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss)
+        cuda = states.get("torch.cuda")
+        if cuda is not None and (not torch.cuda.is_available() or len(cuda) != torch.cuda.device_count()):
+            states.pop("torch.cuda")  # resumed on other hardware: the GPU generators cannot carry over
+        _set_rng_states(states)
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -68,9 +136,56 @@ def build_trainer(options: TrainerOptions, config, run_dir: Path, run_name: str,
     metric, mode = monitor
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=metric, mode=mode,
                                   save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [checkpoints, StopOnNonFiniteLoss(run_dir / "checkpoints")]
+    # a second writer of last.ckpt, inside epochs (Lightning broadcasts rank 0's time decision)
+    if options.checkpoint_every_n_steps:
+        interval = {"every_n_train_steps": options.checkpoint_every_n_steps}
+    else:
+        interval = {"train_time_interval": timedelta(minutes=options.checkpoint_every_minutes)}
+    mid_epoch = MidEpochCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
+                                   enable_version_counter=False, **interval)
+    callbacks = [checkpoints, mid_epoch, RandomStateInCheckpoint(), StopOnNonFiniteLoss(run_dir / "checkpoints")]
     if options.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=20))
+    check_precision(options)
+    try:
+        trainer = _trainer(options, config, run_dir, loggers, callbacks, use_distributed_sampler)
+        # Lightning checks devices and nodes against a SLURM allocation only when it launches; check now
+        environment = getattr(trainer.strategy, "cluster_environment", None)
+        if environment is not None:
+            environment.validate_settings(num_devices=trainer.num_devices, num_nodes=trainer.num_nodes)
+        return trainer
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        # Lightning's message says what is wrong; name the flag it comes from
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{_flag_for(message, options)}: {message}") from None
+
+
+def _flag_for(message: str, options: TrainerOptions) -> str:
+    lowered = message.lower()
+    for word, flag in (("precision", f"--precision {options.precision}"), ("strategy", f"--strategy {options.strategy}"),
+                       ("num_nodes", f"--nodes {options.nodes}"), ("accelerator", f"--accelerator {options.accelerator}"),
+                       ("device", f"--devices {options.devices}"), ("gpu", f"--accelerator {options.accelerator}")):
+        if word in lowered:
+            return flag
+    return (f"trainer options (--accelerator {options.accelerator} --devices {options.devices} --nodes {options.nodes} "
+            f"--strategy {options.strategy} --precision {options.precision})")
+
+
+def check_precision(options: TrainerOptions) -> None:
+    """Mixed precision only where the hardware has it, said before anything starts."""
+    precision = str(options.precision)
+    on_cuda = torch.cuda.is_available() and options.accelerator in ("gpu", "cuda", "auto")
+    if precision in ("16-mixed", "16") and not on_cuda and options.accelerator != "mps":
+        # Lightning would silently switch to bfloat16 here, and the record would say float16
+        raise UserError(f"--precision {precision}: float16 mixed precision needs a CUDA GPU (none is in use here); "
+                        f"use --precision bf16-mixed or 32-true")
+    if precision.startswith("bf16") and on_cuda and not torch.cuda.is_bf16_supported():
+        raise UserError(f"--precision {precision}: this GPU ({torch.cuda.get_device_name(0)}) has no bfloat16 support; "
+                        f"use --precision 16-mixed or 32-true")
+
+
+def _trainer(options: TrainerOptions, config, run_dir: Path, loggers: list, callbacks: list,
+             use_distributed_sampler: bool) -> L.Trainer:
     return L.Trainer(
         accelerator=options.accelerator,
         devices=_devices(str(options.devices)),
@@ -78,6 +193,7 @@ def build_trainer(options: TrainerOptions, config, run_dir: Path, run_name: str,
         strategy=options.strategy,
         precision=options.precision,
         deterministic=options.deterministic,
+        plugins=[AtomicCheckpointIO()],
         max_epochs=config.max_epochs,
         max_time={"minutes": config.max_time_minutes} if config.max_time_minutes else None,
         gradient_clip_val=config.gradient_clip_val,

@@ -13,6 +13,18 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests train tiny networks in this process; on a shared 2-core machine a second intra-op thread
+    made them up to 20x slower (a 1-epoch smoke run, while other jobs shared the machine: 26 s, 1 s with one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))

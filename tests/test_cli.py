@@ -48,38 +48,7 @@ def test_print_config_resolves_preset_and_overrides(capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "mikolov2011"], "unknown paper 'mikolov2011'; registered papers: mikolov2010, sutskever2014"),
-    (["run", "mikolov2010", "--preset", "fast"], "unknown preset 'fast'; valid presets: paper, cpu, smoke"),
-    (["run", "mikolov2010", "--set", "hidden=3"], "--set hidden: unknown config key; valid keys:"),
-    (["run", "mikolov2010", "--set", "hidden_size=big"], "--set hidden_size=big: expected int"),
-    (["run", "mikolov2010", "--data", "ptb"], "--data ptb: .*ptb.train.txt not found"),
-    (["run", "vinyals2014"], "vinyals2014 is registered but not built yet"),
-    (["sample", "--ckpt", "missing.ckpt"], "--ckpt missing.ckpt: file not found"),
-    (["data", "prepare", "nope"], "unknown dataset 'nope'"),
-])
-def test_user_errors_are_one_line_with_exit_code_2(args, message, capsys, tmp_path):
-    assert main([*args, *(["--results", str(tmp_path / "results")] if args[0] == "run" else [])]) == 2
-    error = capsys.readouterr().err
-    import re
-
-    assert re.search(message, error), error
-    assert error.count("\n") == 1 and "Traceback" not in error
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.json"))
-
-
-def test_user_error_from_the_real_command_line_has_no_traceback():
-    result = repro("run", "nope")
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: unknown paper 'nope'") and "Traceback" not in result.stderr
-
-
-def test_unwritable_output_is_reported_before_training(tmp_path, capsys):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    assert main(["run", "mikolov2010", *TINY, "--out", str(blocker), "--results", str(tmp_path / "results")]) == 2
-    assert "--out" in capsys.readouterr().err
-    assert not list((tmp_path / "results").rglob("*.json"))
+# Bad input (unknown paper, preset, --set, missing data, unwritable --out, ...): tests/test_bad_input.py
 
 
 def test_run_record_has_what_a_reader_needs(finished_run):
@@ -134,14 +103,7 @@ def test_table_is_generated_from_records(finished_run):
     assert "vinyals2014" in (results / "README.md").read_text()
 
 
-def test_two_processes_on_cpu_with_ddp(tmp_path):
-    """The same command on 2 CPU processes (gloo): Lightning launches them, one record is written."""
-    result = repro("run", "mikolov2010", *TINY[:-4], "--accelerator", "cpu", "--devices", "2",
-                   "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
-    assert len(records) == 1 and records[0]["hardware"]["world_size"] == 2
-    assert 1 < records[0]["metrics"]["test/ppl"] < 200
+# Two processes (DDP over gloo) train exactly like one: tests/test_distributed_training.py
 
 
 def test_non_finite_loss_stops_with_a_message_and_no_record(tmp_path, capsys):

@@ -140,3 +140,22 @@ def choose_dataset(requested: str, paper_datasets: tuple[str, ...], data_root: P
     return sample, (f"DATA: no real dataset under {data_root} ({root_origin}; looked in {', '.join(looked)}).\n"
                     f"DATA: using the EMBEDDED SAMPLE {sample.name!r} ({sample.description}); its numbers are "
                     f"not comparable with the paper. See `python -m repro data list`.")
+
+
+def download(url: str, destination: Path) -> Path:
+    """Fetch ``url`` into ``destination`` with a progress bar, atomically; raises OSError when offline."""
+    import shutil
+    import urllib.request
+
+    from tqdm import tqdm
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".part")
+    with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {destination.name}") as bar:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                bar.update(len(block))
+    shutil.move(partial, destination)
+    return destination

@@ -59,19 +59,27 @@ def split_references(folder: Path, split: str) -> dict[str, list[str]]:
     return {image: captions[image] for image in images}
 
 
-def prepare_flickr8k_text(data_root: Path, archive: Path | None) -> None:
+IMAGES_ARCHIVE = Source(
+    url="https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",
+    description="Flickr8k_Dataset.zip: the 8,091 JPEGs, unpacked to <data root>/Flicker8k_Dataset/ (sic)",
+)
+
+
+def _unpack(archive: Path, data_root: Path) -> None:
+    """The text bundle goes to <root>/flickr8k_text/, the images zip to <root>/Flicker8k_Dataset/."""
     target = data_root / "flickr8k_text"
     needed = [TOKEN_FILE, *SPLIT_FILES.values()]
-    if archive is None:
-        raise UserError(f"flickr8k: download {TEXT_BUNDLE.url} (research use; see Hodosh et al. 2013) and run "
-                        f"`python -m repro data prepare flickr8k --archive Flickr8k_text.zip`, or place "
-                        f"{', '.join(needed)} in {target}/")
     try:
         with zipfile.ZipFile(archive) as bundle, tempfile.TemporaryDirectory() as scratch:
-            members = {Path(name).name: name for name in bundle.namelist() if Path(name).name in needed}
+            names = bundle.namelist()
+            if any(name.lower().endswith(".jpg") for name in names):
+                bundle.extractall(data_root)  # the official zip holds Flicker8k_Dataset/*.jpg
+                print(f"flickr8k: unpacked {sum(n.lower().endswith('.jpg') for n in names)} images into {data_root}")
+                return
+            members = {Path(name).name: name for name in names if Path(name).name in needed}
             missing = sorted(set(needed) - set(members))
             if missing:
-                raise UserError(f"{archive}: does not contain {', '.join(missing)}")
+                raise UserError(f"{archive}: does not contain {', '.join(missing)} (nor any .jpg images)")
             target.mkdir(parents=True, exist_ok=True)
             for name, member in members.items():
                 bundle.extract(member, scratch)
@@ -81,12 +89,34 @@ def prepare_flickr8k_text(data_root: Path, archive: Path | None) -> None:
     print(f"flickr8k: prepared {target}")
 
 
+def prepare_flickr8k_text(data_root: Path, archive: Path | None) -> None:
+    """Captions and splits (``Flickr8k_text.zip``) and images (``Flickr8k_Dataset.zip``): a local
+    archive of either, or both downloaded."""
+    from datamodules.catalog import download
+
+    if archive is not None:
+        _unpack(archive, data_root)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        for source in (TEXT_BUNDLE, IMAGES_ARCHIVE):
+            try:
+                print(f"flickr8k: downloading {source.url}", flush=True)
+                fetched = download(source.url, Path(scratch) / Path(source.url).name)
+            except OSError as error:
+                raise UserError(
+                    f"flickr8k: could not download {source.url} ({error}). Download {TEXT_BUNDLE.url} and "
+                    f"{IMAGES_ARCHIVE.url} (research use; Hodosh et al. 2013) and run `python -m repro data prepare "
+                    f"flickr8k --archive FILE.zip` for each, or place {TOKEN_FILE} and the split lists in "
+                    f"{data_root / 'flickr8k_text'}/ and the images in {data_root / 'Flicker8k_Dataset'}/") from None
+            _unpack(fetched, data_root)
+
+
 register_dataset(DatasetSpec(
     name="flickr8k",
     description="Flickr8k captions (40,460: 5 per image) with the official 6000/1000/1000 image splits",
     folder="flickr8k_text",
     required_files=(TOKEN_FILE, *SPLIT_FILES.values()),
     license="research use (University of Illinois; images are Flickr users')",
-    sources=(TEXT_BUNDLE,),
+    sources=(TEXT_BUNDLE, IMAGES_ARCHIVE),
     prepare=prepare_flickr8k_text,
 ))

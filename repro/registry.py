@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from repro.errors import UserError
@@ -48,6 +49,9 @@ class PaperEntry:
     baselines: tuple[Callable[..., dict[str, float]], ...] = ()
     # False for papers whose datamodule shards the data itself (e.g. language-model streams)
     use_distributed_sampler: bool = True
+    # (the paper's run records, results folder) -> [(caption, written PNG)]: a paper's own figures for
+    # ``repro table`` (e.g. BLEU by sentence length), beside the validation curve every paper gets
+    figures: tuple[Callable[[list[dict], Path], list[tuple[str, Path]]], ...] = ()
 
     @property
     def built(self) -> bool:

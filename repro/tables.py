@@ -7,6 +7,7 @@ metric per epoch. Each file is written atomically.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def differences_from_preset(entry: PaperEntry, record: dict) -> str:
     if entry.config_class is None or "config" not in record:
         return ""
     try:
-        current = config_to_dict(resolve_config(entry.config_class, entry.presets, record["preset"]))
+        # through JSON, as the record was: a tuple field reads back as a list and is no difference
+        current = json.loads(json.dumps(config_to_dict(resolve_config(entry.config_class, entry.presets, record["preset"]))))
     except UserError:
         return " ".join(record.get("overrides") or [])
     return " ".join(f"{key}={value}" for key, value in record["config"].items()
@@ -67,6 +69,11 @@ def paper_table(entry: PaperEntry, records: list[dict]) -> str:
                                         *[_format(record["metrics"].get(c)) for c in columns],
                                         str(record.get("epochs", "")), wall,
                                         f"`{Path(record['_path']).name}`"]) + " |")
+        # A baseline a run scores beside its model ("test/bleu_4@nearest-neighbour") gets its own row
+        for baseline in sorted({key.split("@", 1)[1] for key in record["metrics"] if "@" in key}):
+            lines.append("| " + " | ".join([source, f"baseline: {baseline} (in the run of {system})", dataset,
+                                            *[_format(record["metrics"].get(f"{c}@{baseline}")) for c in columns],
+                                            "", "", f"`{Path(record['_path']).name}`"]) + " |")
     if not records:
         lines += ["", "No runs recorded yet."]
     return "\n".join(lines) + "\n"
@@ -117,6 +124,10 @@ def write_tables(results_dir: Path) -> list[Path]:
         if figure is not None:
             text += f"\n![{entry.monitor[0]} per epoch]({figure.name})\n"
             written.append(figure)
+        for make_figures in entry.figures:
+            for caption, path in make_figures(by_paper[entry.name], results_dir):
+                text += f"\n![{caption}]({path.name})\n"
+                written.append(path)
         write_atomic(table_path, text)
         written.append(table_path)
         status = f"{len(by_paper[entry.name])} run(s)" if entry.built else "not built yet"

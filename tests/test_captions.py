@@ -1,0 +1,184 @@
+"""The caption datamodule: each on-disk format, partial image sets, preprocessing, sharding, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.captions import (CaptionDataModule, ShardSampler, collate, image_files, read_dataset,
+                                  read_karpathy_json, tokenize_caption)
+from repro.errors import UserError
+
+from conftest import shared_data
+
+COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
+
+
+def write_image(path: Path, colour=(200, 30, 30)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 32), colour).save(path, quality=90)
+
+
+def write_flickr8k(root: Path, per_split=(6, 2, 2), images=True) -> Path:
+    """A Flickr8k text bundle and images folder in the official formats: image i is one colour,
+    its five captions name it (plus a rare word that the count threshold turns into <unk>)."""
+    text = root / "flickr8k_text"
+    text.mkdir(parents=True)
+    lines, splits = [], {}
+    number = 0
+    for split, count in zip(("train", "dev", "test"), per_split):
+        splits[split] = []
+        for _ in range(count):
+            colour = list(COLOURS)[number % 3]
+            name = f"{1000 + number}_img.jpg"
+            splits[split].append(name)
+            lines += [f"{name}#{k}\tA {colour} square, on a plain background{'!' if k else '.'}" for k in range(4)]
+            lines.append(f"{name}#4\tA {colour} thing number{number}")
+            if images:
+                write_image(root / "flickr8k_images" / name, COLOURS[colour])
+            number += 1
+    (text / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    for split, names in splits.items():
+        (text / f"Flickr_8k.{split}Images.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def datamodule(root: Path, dataset="flickr8k", **options) -> CaptionDataModule:
+    options = {"encoder": "efficientnet-lite0", "encoder_weights": "random", "image_size": 32, "batch_size": 4,
+               "min_word_count": 2, **options}
+    return CaptionDataModule(dataset, root, **options)
+
+
+def test_tokenize_like_neuraltalk2():
+    assert tokenize_caption("A dog's ball, on the GRASS.") == ["a", "dogs", "ball", "on", "the", "grass"]
+
+
+def test_flickr8k_bundle_vocabulary_threshold_and_encoding(tmp_path):
+    module = datamodule(write_flickr8k(tmp_path))
+    assert [len(module.images[s]) for s in ("train", "val", "test")] == [6, 2, 2]
+    words = module.vocabulary.words
+    assert words[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert "square" in words and "number0" not in words  # seen once: below min_word_count=2
+    encoded = module.encode(["a", "red", "number0"], truncate=True)
+    assert module.vocabulary.decode(encoded.tolist()) == ["<start>", "a", "red", "<unk>", "<end>"]
+    module.max_caption_length = 2
+    assert len(module.encode(["a", "red", "square"], truncate=True)) == 4  # cut to 2 words + <start>/<end>
+    # references stay raw: coco-caption tokenizes them itself
+    assert module.images["test"][0].captions[0].endswith("background.")
+
+
+def test_missing_images_are_counted_and_skipped(tmp_path, capsys):
+    root = write_flickr8k(tmp_path)
+    (root / "flickr8k_images" / "1001_img.jpg").unlink()
+    module = datamodule(root)
+    assert len(module.images["train"]) == 5
+    assert "9 of 10 images found" in capsys.readouterr().out
+    assert "1001_img.jpg" not in image_files("flickr8k", root)
+
+
+def test_no_images_at_all_is_an_error_naming_the_folders(tmp_path):
+    root = write_flickr8k(tmp_path, images=False)
+    with pytest.raises(UserError, match="no images folder under .*looked for flickr8k_images"):
+        datamodule(root).images
+
+
+def test_malformed_caption_line_names_file_and_line(tmp_path):
+    root = write_flickr8k(tmp_path)
+    path = root / "flickr8k_text" / "Flickr8k.token.txt"
+    lines = path.read_text().splitlines()
+    lines[6] = "1001_img.jpg a caption without the tab"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"Flickr8k.token.txt:7: expected"):
+        datamodule(root).images
+
+
+def test_split_file_naming_unknown_images(tmp_path):
+    root = write_flickr8k(tmp_path)
+    with open(root / "flickr8k_text" / "Flickr_8k.testImages.txt", "a") as handle:
+        handle.write("999_not_captioned.jpg\n")
+    with pytest.raises(UserError, match=r"Flickr_8k.testImages.txt: 1 image\(s\) have no captions.*999_not_captioned"):
+        datamodule(root).images
+
+
+def test_empty_vocabulary_after_thresholding(tmp_path):
+    with pytest.raises(UserError, match=r"min_word_count=1000\): the vocabulary is empty .* at least 1000 times"):
+        datamodule(write_flickr8k(tmp_path), min_word_count=1000).vocabulary
+
+
+def test_karpathy_json_and_its_errors(tmp_path):
+    write_image(tmp_path / "imgs" / "x.jpg")
+    entry = {"filename": "x.jpg", "split": "restval", "sentences": [{"tokens": ["a", "cat"], "raw": "A cat."}]}
+    (tmp_path / "d.json").write_text(json.dumps({"images": [entry]}))
+    [image] = read_karpathy_json(tmp_path / "d.json", tmp_path / "imgs")
+    assert image.split == "train" and image.tokens == [["a", "cat"]] and image.captions == ["A cat."]
+    (tmp_path / "d.json").write_text(json.dumps({"images": [{"filename": "x.jpg", "sentences": []}]}))
+    with pytest.raises(UserError, match=r"d.json: images\[0\] lacks 'split'"):
+        read_karpathy_json(tmp_path / "d.json", tmp_path)
+    (tmp_path / "d.json").write_text("{not json")
+    with pytest.raises(UserError, match="d.json: not a JSON file"):
+        read_karpathy_json(tmp_path / "d.json", tmp_path)
+
+
+def test_coco_official_annotations_through_pycocotools(tmp_path):
+    folder = tmp_path / "coco"
+    for part, ids in (("train2014", [1, 2]), ("val2014", [3])):
+        images = [{"id": i, "file_name": f"COCO_{part}_{i:012d}.jpg", "width": 40, "height": 32} for i in ids]
+        annotations = [{"id": 10 * i + k, "image_id": i, "caption": f"A photo number {k}."} for i in ids for k in range(5)]
+        (folder / "annotations").mkdir(parents=True, exist_ok=True)
+        (folder / "annotations" / f"captions_{part}.json").write_text(
+            json.dumps({"images": images, "annotations": annotations, "info": {}, "licenses": []}))
+        for image in images:
+            write_image(folder / part / image["file_name"])
+    images = read_dataset("coco", tmp_path)
+    assert sorted((i.image_id, i.split) for i in images) == [("1", "train"), ("2", "train"), ("3", "val")]
+    assert all(i.path.is_file() and len(i.captions) == 5 for i in images)
+
+
+def test_features_batches_and_corrupt_image(tmp_path, capsys):
+    root = write_flickr8k(tmp_path)
+    (root / "flickr8k_images" / "1002_img.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    module = datamodule(root)
+    module.prepare_data()
+    module.setup("fit")
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert len(module.images["train"]) == 5  # the corrupt one is dropped, counted
+    batch = next(iter(module.train_dataloader()))
+    assert batch.encoder_inputs.shape == (4, module.encoder.feature_dim)
+    assert batch.captions[:, 0].eq(module.vocabulary.index("<start>")).all()
+    evaluation = next(iter(module.val_dataloader()))
+    assert evaluation.captions.shape[0] == 5 * evaluation.encoder_inputs.shape[0]  # all captions of each image
+    assert evaluation.caption_image.tolist() == [0] * 5 + [1] * 5
+
+
+def test_evaluation_shards_cover_every_image_once():
+    shards = [list(ShardSampler(7, rank, 3)) for rank in range(3)]
+    assert sorted(i for shard in shards for i in shard) == list(range(7))
+
+
+def test_collate_pads_and_maps_captions_to_images():
+    items = [(0, torch.zeros(3), [torch.tensor([1, 5, 2])]), (4, torch.ones(3), [torch.tensor([1, 2]), torch.tensor([1, 6, 7, 2])])]
+    batch = collate(items)
+    assert batch.captions.tolist() == [[1, 5, 2, 0], [1, 2, 0, 0], [1, 6, 7, 2]]
+    assert batch.caption_image.tolist() == [0, 1, 1] and batch.image_positions.tolist() == [0, 4]
+
+
+def test_shapes_sample_is_deterministic_and_in_karpathy_format(tmp_path):
+    from datamodules.shapes_sample import generate
+
+    first = generate(tmp_path / "a")
+    second = generate(tmp_path / "b")
+    assert (first / "dataset_shapes.json").read_text() == (second / "dataset_shapes.json").read_text()
+    images = read_karpathy_json(first / "dataset_shapes.json", first)
+    assert {i.split for i in images} == {"train", "val", "test"} and all(len(i.captions) == 5 for i in images)
+    assert all(i.path.is_file() for i in images[:10])
+
+
+def test_real_flickr8k_subset_is_found_and_counted(capsys):
+    root = shared_data("flickr8k_text").parent
+    shared_data("flickr8k_images_subset")
+    module = CaptionDataModule("flickr8k", root, "efficientnet-lite0")
+    assert [len(module.images[s]) for s in ("train", "val", "test")] == [753, 113, 125]
+    assert "991 of 8000 images found" in capsys.readouterr().out

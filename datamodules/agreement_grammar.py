@@ -12,13 +12,10 @@ loading path reads it.
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
-from datamodules.catalog import DatasetSpec, cache_dir, register_dataset
+from datamodules.catalog import DatasetSpec, cache_dir, register_dataset, write_sample_once
 
 VERSION = 1
 SENTENCES = {"train": 6000, "valid": 600, "test": 600}
@@ -84,20 +81,14 @@ def generate_text(count: int, seed: int) -> list[list[str]]:
 
 
 def generate(root: Path | None = None) -> Path:
-    """Write the sample once (atomically) and return its folder; later calls reuse it."""
-    folder = (root or cache_dir() / "samples") / f"agreement-grammar-v{VERSION}"
-    if all((folder / f"ptb.{split}.txt").is_file() for split in SENTENCES):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
-    for offset, (split, count) in enumerate(SENTENCES.items()):
-        lines = (" ".join(words) for words in generate_text(count, SEED + offset))
-        (staging / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    try:
-        os.replace(staging, folder)  # two processes racing: one wins, the other's copy is dropped
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    """Write the sample once and return its folder; later calls reuse it."""
+    def write(staging: Path) -> None:
+        for offset, (split, count) in enumerate(SENTENCES.items()):
+            lines = (" ".join(words) for words in generate_text(count, SEED + offset))
+            (staging / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    return write_sample_once((root or cache_dir() / "samples") / f"agreement-grammar-v{VERSION}",
+                             lambda folder: all((folder / f"ptb.{split}.txt").is_file() for split in SENTENCES), write)
 
 
 register_dataset(DatasetSpec(

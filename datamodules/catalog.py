@@ -159,3 +159,28 @@ def download(url: str, destination: Path) -> Path:
                 bar.update(len(block))
     shutil.move(partial, destination)
     return destination
+
+
+def write_sample_once(folder: Path, is_complete: Callable[[Path], bool], write: Callable[[Path], None]) -> Path:
+    """An embedded sample's folder, written by ``write(staging folder)`` the first time and then reused.
+
+    The files are written into a staging folder beside ``folder`` and renamed into place, so a killed
+    generation leaves nothing half-written, and of two processes racing one wins and the other's copy
+    is dropped.
+    """
+    import shutil
+    import tempfile
+
+    if is_complete(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
+    try:
+        write(staging)
+        os.replace(staging, folder)
+    except OSError:
+        if not is_complete(folder):
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -11,13 +11,10 @@ useful captions in a few minutes on a CPU.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
-from datamodules.catalog import DatasetSpec, cache_dir, register_dataset
+from datamodules.catalog import DatasetSpec, cache_dir, register_dataset, write_sample_once
 
 VERSION = 1
 SEED = 2014
@@ -86,32 +83,27 @@ def render_scene(rng: random.Random):
 
 
 def generate(root: Path | None = None) -> Path:
-    """Write the sample once (atomically) and return its folder; later calls reuse it."""
+    """Write the sample once and return its folder; later calls reuse it."""
     from datamodules.captions import tokenize_caption
 
-    folder = (root or cache_dir() / "samples") / f"shapes-v{VERSION}"
-    if (folder / "dataset_shapes.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
-    (staging / "images").mkdir()
-    rng = random.Random(SEED)
-    entries = []
-    for split, count in SPLIT_SIZES.items():
-        for _ in range(count):
-            number = len(entries)
-            image, captions = render_scene(rng)
-            name = f"shapes_{number:04d}.jpg"
-            image.save(staging / "images" / name, quality=92)
-            entries.append({"filepath": "images", "filename": name, "imgid": number, "split": split,
-                            "sentences": [{"raw": c, "tokens": tokenize_caption(c), "imgid": number,
-                                           "sentid": 5 * number + k} for k, c in enumerate(captions)]})
-    (staging / "dataset_shapes.json").write_text(json.dumps({"dataset": "shapes", "images": entries}), encoding="utf-8")
-    try:
-        os.replace(staging, folder)  # two processes racing: one wins, the other's copy is dropped
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    def write(staging: Path) -> None:
+        (staging / "images").mkdir()
+        rng = random.Random(SEED)
+        entries = []
+        for split, count in SPLIT_SIZES.items():
+            for _ in range(count):
+                number = len(entries)
+                image, captions = render_scene(rng)
+                name = f"shapes_{number:04d}.jpg"
+                image.save(staging / "images" / name, quality=92)
+                entries.append({"filepath": "images", "filename": name, "imgid": number, "split": split,
+                                "sentences": [{"raw": c, "tokens": tokenize_caption(c), "imgid": number,
+                                               "sentid": 5 * number + k} for k, c in enumerate(captions)]})
+        (staging / "dataset_shapes.json").write_text(json.dumps({"dataset": "shapes", "images": entries}),
+                                                     encoding="utf-8")
+
+    return write_sample_once((root or cache_dir() / "samples") / f"shapes-v{VERSION}",
+                             lambda folder: (folder / "dataset_shapes.json").is_file(), write)
 
 
 register_dataset(DatasetSpec(

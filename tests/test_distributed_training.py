@@ -231,7 +231,14 @@ def slurm(monkeypatch):
     def set_task(**overrides: str) -> None:
         for name, value in {**SLURM_TASK, **overrides}.items():
             monkeypatch.setenv(name, value)
-    return set_task
+
+    # A Trainer built for a simulated task sets Lightning's process-wide rank (rank 5 here), after which
+    # every later in-process run would skip its rank-zero-only work (CSV logs): put it back.
+    from lightning.pytorch.utilities import rank_zero_only
+
+    rank = rank_zero_only.rank
+    yield set_task
+    rank_zero_only.rank = rank
 
 
 def smoke_trainer(tmp_path, **options):

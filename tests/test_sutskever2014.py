@@ -1,0 +1,139 @@
+"""sutskever2014: the published config, the network, decoding, and the CLI end to end on the sample."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from papers.sutskever2014 import (PRESETS, Seq2SeqLSTM, Sutskever2014, Sutskever2014Config, bucket_names,
+                                  learning_rate_factor, score_translations)
+from datamodules.vocabulary import Vocabulary
+from repro.config import config_to_dict, resolve_config
+
+
+def repro(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "repro", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke run through the CLI, shared below: (environment, results root, record)."""
+    root = tmp_path_factory.mktemp("s2s")
+    env = {"REPRO_CACHE": str(root / "cache"), "REPRO_DATA": str(root / "data")}
+    result = repro("run", "sutskever2014", "--preset", "smoke", "--no-progress", "--accelerator", "cpu",
+                   "--devices", "1", "--out", str(root / "out"), "--results", str(root / "results"), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = list((root / "results" / "runs").glob("*.json"))
+    assert len(records) == 1
+    return env, root, json.loads(records[0].read_text())
+
+
+def test_paper_preset_is_the_published_setup():
+    config = resolve_config(Sutskever2014Config, PRESETS, "paper")
+    assert (config.num_layers, config.hidden_size, config.embedding_size) == (4, 1000, 1000)
+    assert (config.source_vocabulary_size, config.target_vocabulary_size) == (160000, 80000)
+    assert (config.init_range, config.optimizer, config.learning_rate, config.batch_size) == (0.08, "sgd", 0.7, 128)
+    assert (config.training_epochs, config.gradient_clip_val, config.gradient_clip_algorithm) == (7.5, 5.0, "norm")
+    assert config.reverse_source and config.beam_size == 12
+    forward = resolve_config(Sutskever2014Config, PRESETS, "paper-forward")
+    assert not forward.reverse_source
+
+
+def test_forward_ablations_differ_only_in_reverse_source():
+    for reversed_name, forward_name in (("paper", "paper-forward"), ("cpu", "cpu-forward")):
+        reversed_config = config_to_dict(resolve_config(Sutskever2014Config, PRESETS, reversed_name))
+        forward_config = config_to_dict(resolve_config(Sutskever2014Config, PRESETS, forward_name))
+        assert {k for k in reversed_config if reversed_config[k] != forward_config[k]} == {"reverse_source"}
+
+
+def test_rate_is_halved_every_half_epoch_after_five_epochs():
+    config = Sutskever2014Config()
+    factors = [learning_rate_factor(e, config) for e in (0.0, 4.99, 5.0, 5.49, 5.5, 6.0, 7.4)]
+    assert factors == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125, 0.5 ** 5]
+
+
+def test_decoder_starts_from_the_encoders_final_states_ignoring_padding():
+    torch.manual_seed(0)
+    network = Seq2SeqLSTM(11, 9, 6, 5, 2, 0.0, 0.08).eval()
+    sentence = torch.tensor([[3, 4, 5]])
+    padded = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]])
+    alone = network.encode(sentence, torch.tensor([3]))
+    together = network.encode(padded, torch.tensor([3, 5]))
+    for a, b in zip(alone, together):
+        assert a.shape == (2, 1, 5) and torch.allclose(a[:, 0], b[:, 0], atol=1e-6)
+    assert all(p.abs().max() <= 0.08 for p in network.parameters())  # Sec. 3.4 initialisation
+
+
+def _tiny_module(**overrides) -> Sutskever2014:
+    words = ["<pad>", "<s>", "</s>", "<unk>", "a", "b", "c", "d"]
+    vocabulary = Vocabulary(words, [0] * len(words), "<unk>").to_dict()
+    config = Sutskever2014Config(num_layers=1, hidden_size=8, embedding_size=4, **overrides)
+    torch.manual_seed(1)
+    return Sutskever2014(config_to_dict(config), vocabulary, vocabulary).eval()
+
+
+def test_beam_size_one_is_greedy_decoding():
+    module = _tiny_module()
+    source = torch.tensor([[4, 5, 6, 7], [5, 5, 4, 0]])
+    lengths = torch.tensor([4, 3])
+    with torch.no_grad():
+        state = module.network.encode(source, lengths)
+        beam = module.search(module.initial_state(state), 2, 4, module.step_function(), beam_size=1)
+        step, current = module.step_function(), module.initial_state(state)
+        tokens, greedy = torch.full((2,), module.bos), [[], []]
+        finished = [False, False]
+        for _ in range(2 * 4 + 10):
+            log_probs, current = step(tokens, current)
+            tokens = log_probs.argmax(-1)
+            for row in range(2):
+                if not finished[row]:
+                    if tokens[row] == module.eos:
+                        finished[row] = True
+                    else:
+                        greedy[row].append(module.target_vocabulary.words[tokens[row]])
+    assert beam == greedy
+
+
+def test_bleu_by_source_length_buckets():
+    assert [name for _, _, name in bucket_names((7, 10))] == ["1-7", "8-10", "11+"]
+    items = [(["le", "chat", "dort", "."], "le chat dort .", "le chat dort.", 4),
+             (["un", "chien", "."], "le chien noir court .", "le chien noir court.", 12)]
+    metrics = score_translations(items, "fr", (7, 10))["metrics"]
+    assert metrics["test/bleu_len_1-7"] == pytest.approx(100.0)
+    assert metrics["test/bleu_len_11+"] == 0.0 and "test/bleu_len_8-10" not in metrics
+    assert metrics["test/sentences_len_1-7"] == 1.0
+    assert 0 < metrics["test/bleu"] < 100 and 0 < metrics["test/sacrebleu"] < 100
+
+
+def test_smoke_run_through_the_cli_writes_a_record(smoke_run):
+    _, _, record = smoke_run
+    assert record["paper"] == "sutskever2014" and record["dataset"] == "translation-sample"
+    metrics = record["metrics"]
+    for key in ("test/bleu", "test/sacrebleu", "test/ppl", "best_val/ppl"):
+        assert key in metrics
+    assert any(key.startswith("test/bleu_len_") for key in metrics)
+    assert 1.0 < metrics["test/ppl"] < 60  # learned something: 53 target words, so uniform is ~53
+    assert record["config"]["reverse_source"] is True
+
+
+def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):
+    env, root, record = smoke_run
+    checkpoint = record["best_checkpoint"]
+    single = repro("translate", "--ckpt", checkpoint, "--beam-size", "1", "the big cat sees a dog .", "a car .", env=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    lines = single.stdout.strip().splitlines()
+    assert len(lines) == 2
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("the big cat sees a dog .\na car .\n", encoding="utf-8")
+    ensemble = repro("translate", "--ckpt", checkpoint, "--ckpt", checkpoint, "--beam-size", "1",
+                     "--input", str(inputs), env=env)
+    assert ensemble.returncode == 0, ensemble.stderr[-2000:]
+    assert ensemble.stdout.strip().splitlines() == lines  # an ensemble of one model twice is that model
+    bad = repro("translate", "--ckpt", checkpoint, "--input", str(tmp_path / "missing.txt"), env=env)
+    assert bad.returncode == 2 and "error: --input" in bad.stderr and "Traceback" not in bad.stderr

@@ -24,17 +24,7 @@ from datamodules.catalog import resolve_data_dir
 from datamodules.ptb import PennTreebankDataModule
 from datamodules.vocabulary import Vocabulary
 from papers.mikolov2010 import ClassFactorizedSoftmax, Mikolov2010Config, build_network
-from repro.records import cpu_model, write_atomic
-
-
-def matmul_peak_gflops(seconds: float, size: int = 2048) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        runs += 1
-    return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
+from repro.records import cpu_model, matmul_peak_gflops, write_atomic
 
 
 def training_stream(batch_size: int) -> tuple[Vocabulary, torch.Tensor, str]:

@@ -26,20 +26,10 @@ import torch.nn.functional as F
 from papers.sutskever2014 import PRESETS, Seq2SeqLSTM, Sutskever2014Config
 from repro.beam_search import beam_search
 from repro.config import resolve_config
-from repro.records import cpu_model, write_atomic
+from repro.records import cpu_model, matmul_peak_gflops, write_atomic
 
 MULTI30K = {"source_vocabulary": 5923, "target_vocabulary": 6484, "source_length": 13, "target_length": 14}
 WMT14 = {"source_vocabulary": 160004, "target_vocabulary": 80004, "source_length": 30, "target_length": 32}
-
-
-def matmul_peak_gflops(seconds: float, size: int = 2048) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        runs += 1
-    return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
 
 
 def lstm_multiply_adds(config: Sutskever2014Config) -> int:

@@ -368,6 +368,7 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from repro.tables import save_figure
 
     written = []
     by_dataset: dict[str, dict[tuple, dict]] = {}
@@ -392,11 +393,7 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
         axis.grid(alpha=0.3)
         figure.tight_layout()
         path = results_dir / f"{NAME}_length_{dataset}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp.png")
-        figure.savefig(temporary, dpi=120)
-        plt.close(figure)
-        temporary.replace(path)
+        save_figure(figure, path, dpi=120)
         written.append((f"BLEU by source length on {dataset}", path))
     return written
 

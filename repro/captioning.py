@@ -191,6 +191,7 @@ def caption_examples_figure(records: list[dict], results_dir: Path) -> list[tupl
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from repro.tables import save_figure
         from PIL import Image
 
         columns = 4
@@ -208,9 +209,6 @@ def caption_examples_figure(records: list[dict], results_dir: Path) -> list[tupl
         figure.suptitle(f"{record['paper']} on {dataset} test images, preset {record['preset']} "
                         f"(record {Path(record['_path']).name})", fontsize=9)
         figure.tight_layout()
-        temporary = path.with_name(f".{path.name}.tmp.png")
-        figure.savefig(temporary, dpi=100)
-        plt.close(figure)
-        temporary.replace(path)
+        save_figure(figure, path, dpi=100)
         written.append((f"{dataset}: test images and captions", path))
     return written

@@ -113,3 +113,18 @@ def load_records(runs_dir: Path) -> list[dict[str, Any]]:
         record["_path"] = str(path)
         records.append(record)
     return sorted(records, key=lambda r: r.get("finished_at", ""))
+
+
+def matmul_peak_gflops(seconds: float, size: int = 2048) -> float:
+    """This machine's measured fp32 matrix-multiply rate: the ceiling benchmarks compare GFLOP/s with."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9

@@ -79,6 +79,18 @@ def paper_table(entry: PaperEntry, records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_figure(figure, path: Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=dpi)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
+
+
 def history_figure(entry: PaperEntry, records: list[dict], path: Path) -> Path | None:
     """The monitored validation metric per epoch, one line per recorded run on real data."""
     metric = entry.monitor[0]
@@ -103,12 +115,7 @@ def history_figure(entry: PaperEntry, records: list[dict], path: Path) -> Path |
     axis.set_title(f"{entry.name}: {metric} per epoch")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    temporary.replace(path)
-    return path
+    return save_figure(figure, path)
 
 
 def write_tables(results_dir: Path) -> list[Path]:

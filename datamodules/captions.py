@@ -32,7 +32,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from datamodules.catalog import DatasetSpec, Source, get_dataset, register_dataset
+from datamodules.catalog import DatasetSpec, Source, get_dataset, register_dataset, unzip
 from datamodules.vocabulary import Vocabulary
 from repro.errors import UserError
 
@@ -406,27 +406,6 @@ COCO_ARCHIVES = ("http://images.cocodataset.org/annotations/annotations_trainval
                  "http://images.cocodataset.org/zips/train2014.zip", "http://images.cocodataset.org/zips/val2014.zip")
 
 
-def _unzip(archive: Path, target: Path, only: tuple[str, ...] = ()) -> None:
-    """Unpack ``archive`` into ``target`` (only members whose file name is in ``only``, if given, flattened)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(archive) as bundle:
-            members = bundle.namelist()
-            if only:
-                found = {Path(m).name: m for m in members if Path(m).name in only}
-                missing = sorted(set(only) - set(found))
-                if missing:
-                    raise UserError(f"{archive}: does not contain {', '.join(missing)}")
-                for name, member in found.items():
-                    target.mkdir(parents=True, exist_ok=True)
-                    (target / name).write_bytes(bundle.read(member))
-            else:
-                bundle.extractall(target)
-    except zipfile.BadZipFile as error:
-        raise UserError(f"{archive}: not a readable zip archive ({error})") from None
-
-
 def _fetch(urls: tuple[str, ...], scratch: Path, dataset: str, by_hand: list[str]) -> list[Path]:
     """Download each URL, or fail with the steps to do by hand (no internet, a moved file...)."""
     from datamodules.catalog import download
@@ -451,15 +430,15 @@ def prepare_coco(data_root: Path, archive: Path | None) -> None:
                f"for each (or unpack them into {target}/, giving annotations/, train2014/, val2014/)",
                f"optionally put dataset_coco.json from {KARPATHY_SPLITS.url} in {target}/ for Karpathy's split"]
     if archive is not None:
-        _unzip(archive, target)
+        unzip(archive, target)
         print(f"coco: unpacked {archive} into {target}")
         return
     with tempfile.TemporaryDirectory(dir=data_root if data_root.is_dir() else None) as scratch:
         for fetched in _fetch(COCO_ARCHIVES, Path(scratch), "coco", by_hand):
-            _unzip(fetched, target)
+            unzip(fetched, target)
             fetched.unlink()
         try:
-            _unzip(_fetch((KARPATHY_SPLITS.url,), Path(scratch), "coco", by_hand)[0], target, ("dataset_coco.json",))
+            unzip(_fetch((KARPATHY_SPLITS.url,), Path(scratch), "coco", by_hand)[0], target, ("dataset_coco.json",))
         except UserError as error:
             print(f"coco: no Karpathy split ({error}); the official val2014 images will be split by id instead")
     print(f"coco: prepared {target}")
@@ -473,7 +452,7 @@ def prepare_flickr30k(data_root: Path, archive: Path | None) -> None:
     images = f"request the images at https://shannon.cs.illinois.edu/DenotationGraph/ and unpack flickr30k-images/ into {target}/"
     by_hand = [f"put dataset_flickr30k.json from {KARPATHY_SPLITS.url} in {target}/", images]
     if archive is not None:  # the images archive, or Karpathy's caption_datasets.zip
-        _unzip(archive, target)
+        unzip(archive, target)
         for member in ("dataset_flickr30k.json",):
             nested = next(target.rglob(member), None)
             if nested is not None and nested.parent != target:
@@ -481,7 +460,7 @@ def prepare_flickr30k(data_root: Path, archive: Path | None) -> None:
         print(f"flickr30k: unpacked {archive} into {target}")
     elif not (target / "dataset_flickr30k.json").is_file():
         with tempfile.TemporaryDirectory() as scratch:
-            _unzip(_fetch((KARPATHY_SPLITS.url,), Path(scratch), "flickr30k", by_hand)[0], target,
+            unzip(_fetch((KARPATHY_SPLITS.url,), Path(scratch), "flickr30k", by_hand)[0], target,
                    ("dataset_flickr30k.json",))
     if not any((target / folder).is_dir() for folder in ("flickr30k-images", "images")):
         raise UserError(f"flickr30k: captions are in place; the images are not: {images}")

@@ -99,7 +99,11 @@ def numbered_lines(path: Path):
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
@@ -184,3 +188,24 @@ def write_sample_once(folder: Path, is_complete: Callable[[Path], bool], write: 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def unzip(archive: Path, target: Path, only: tuple[str, ...] | list[str] = ()) -> None:
+    """Unpack ``archive`` into ``target``; with ``only``, just the members of those file names, flattened."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            members = bundle.namelist()
+            if not only:
+                bundle.extractall(target)
+                return
+            found = {Path(m).name: m for m in members if Path(m).name in only}
+            missing = sorted(set(only) - set(found))
+            if missing:
+                raise UserError(f"{archive}: does not contain {', '.join(missing)}")
+            target.mkdir(parents=True, exist_ok=True)
+            for name, member in found.items():
+                (target / name).write_bytes(bundle.read(member))
+    except (zipfile.BadZipFile, FileNotFoundError) as error:
+        raise UserError(f"--archive {archive}: not a readable zip archive ({error})") from None

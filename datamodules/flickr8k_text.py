@@ -8,13 +8,12 @@ datamodule of the captioning papers next).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import zipfile
 from collections import defaultdict
 from pathlib import Path
 
-from datamodules.catalog import DatasetSpec, Source, numbered_lines, register_dataset
+from datamodules.catalog import DatasetSpec, Source, numbered_lines, register_dataset, unzip
 from repro.errors import UserError
 
 TOKEN_FILE = "Flickr8k.token.txt"
@@ -67,26 +66,17 @@ IMAGES_ARCHIVE = Source(
 
 def _unpack(archive: Path, data_root: Path) -> None:
     """The text bundle goes to <root>/flickr8k_text/, the images zip to <root>/Flicker8k_Dataset/."""
-    target = data_root / "flickr8k_text"
-    needed = [TOKEN_FILE, *SPLIT_FILES.values()]
     try:
-        with zipfile.ZipFile(archive) as bundle, tempfile.TemporaryDirectory() as scratch:
-            names = bundle.namelist()
-            if any(name.lower().endswith(".jpg") for name in names):
-                bundle.extractall(data_root)  # the official zip holds Flicker8k_Dataset/*.jpg
-                print(f"flickr8k: unpacked {sum(n.lower().endswith('.jpg') for n in names)} images into {data_root}")
-                return
-            members = {Path(name).name: name for name in names if Path(name).name in needed}
-            missing = sorted(set(needed) - set(members))
-            if missing:
-                raise UserError(f"{archive}: does not contain {', '.join(missing)} (nor any .jpg images)")
-            target.mkdir(parents=True, exist_ok=True)
-            for name, member in members.items():
-                bundle.extract(member, scratch)
-                shutil.move(Path(scratch) / member, target / name)
+        with zipfile.ZipFile(archive) as bundle:
+            images = sum(name.lower().endswith(".jpg") for name in bundle.namelist())
     except (zipfile.BadZipFile, FileNotFoundError) as error:
         raise UserError(f"--archive {archive}: not a readable zip archive ({error})") from None
-    print(f"flickr8k: prepared {target}")
+    if images:
+        unzip(archive, data_root)  # the official zip holds Flicker8k_Dataset/*.jpg
+        print(f"flickr8k: unpacked {images} images into {data_root}")
+        return
+    unzip(archive, data_root / "flickr8k_text", [TOKEN_FILE, *SPLIT_FILES.values()])
+    print(f"flickr8k: prepared {data_root / 'flickr8k_text'}")
 
 
 def prepare_flickr8k_text(data_root: Path, archive: Path | None) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.catalog import DatasetSpec, Source, file_md5, folder_checksum, numbered_lines, register_dataset
+from datamodules.catalog import DatasetSpec, Source, download, file_md5, folder_checksum, numbered_lines, register_dataset
 from datamodules.vocabulary import Vocabulary
 from repro.errors import UserError
 
@@ -249,8 +248,7 @@ def prepare_ptb(data_root: Path, archive: Path | None) -> None:
             archive = Path(scratch) / "simple-examples.tgz"
             print(f"ptb: downloading {SIMPLE_EXAMPLES.url}")
             try:
-                with urllib.request.urlopen(SIMPLE_EXAMPLES.url, timeout=30) as response, open(archive, "wb") as out:
-                    shutil.copyfileobj(response, out)
+                download(SIMPLE_EXAMPLES.url, archive)
             except OSError as error:
                 raise UserError(
                     f"ptb: could not download {SIMPLE_EXAMPLES.url} ({error}). On a machine with internet, fetch "

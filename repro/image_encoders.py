@@ -163,11 +163,9 @@ class ImageEncoder(nn.Module):
 
 @lru_cache(maxsize=None)
 def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from datamodules.catalog import file_digest
+
+    return file_digest(Path(path), "sha256")
 
 
 def _efficientnet_lite0(spec: EncoderSpec, weights: str, image_size: int):

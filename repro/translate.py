@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from repro.beam_search import beam_search, ensemble_step
+from repro.beam_search import ensemble_step
 from repro.checkpoints import load_module
 from repro.errors import UserError
 

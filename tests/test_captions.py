@@ -143,7 +143,6 @@ def test_features_batches_and_corrupt_image(tmp_path, capsys):
     module = datamodule(root)
     module.prepare_data()
     module.setup("fit")
-    out = capsys.readouterr().out + capsys.readouterr().err
     assert len(module.images["train"]) == 5  # the corrupt one is dropped, counted
     batch = next(iter(module.train_dataloader()))
     assert batch.encoder_inputs.shape == (4, module.encoder.feature_dim)

@@ -1,11 +1,9 @@
 """sutskever2014: the published config, the network, decoding, and the CLI end to end on the sample."""
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """Beam search throughput: 64 images captioned as one batch against one image at a time.
 
-    python -m repro bench beam_search [--quick]      (or: python benchmarks/beam_search.py)
+    python -m repro bench beam_search [--quick]      (or: python -m benchmarks.beam_search)
 
 The decoder is Show-and-Tell-sized (Vinyals et al. 2015): word embeddings, one LSTM of 512 units and
 a 10,000-word softmax, with random weights; each "image" is a random feature vector projected to the
@@ -63,16 +63,18 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one timed run of each instead of three")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
+    parser.add_argument("--quick", action="store_true", help="8 images, one timed run of each: every code path in seconds")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     repeats = 1 if args.quick else 3
+    if args.quick:
+        args.images = min(args.images, 8)
     if args.threads:
         torch.set_num_threads(args.threads)
 

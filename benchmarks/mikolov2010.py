@@ -1,6 +1,6 @@
 """Training throughput of the RNNLM: class-based output layer against the full softmax.
 
-    python -m repro bench mikolov2010 [--quick]      (or: python benchmarks/mikolov2010.py)
+    python -m repro bench mikolov2010 [--quick]      (or: python -m benchmarks.mikolov2010)
 
 Measures training tokens/s (forward, backward, SGD step) at the paper's size on Penn Treebank when it
 is under the data root, else on a Zipf-distributed stream with PTB's 10k vocabulary (the output
@@ -31,7 +31,7 @@ def training_stream(batch_size: int) -> tuple[Vocabulary, torch.Tensor, str]:
     root, _ = resolve_data_dir(None)
     if (root / "ptb" / "ptb.train.txt").is_file():
         data = PennTreebankDataModule(root / "ptb", batch_size=batch_size)
-        return data.vocabulary, data.train_dataloader().dataset.inputs, "ptb"
+        return data.vocabulary, data.train_dataloader().chunks.inputs, "ptb"
     generator = torch.Generator().manual_seed(0)
     ranks = torch.arange(1, 10001, dtype=torch.float)
     stream = torch.multinomial(1 / ranks, batch_size * 30000, replacement=True, generator=generator)
@@ -77,14 +77,14 @@ def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: fl
     return tokens / elapsed, flops / elapsed / 1e9
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="about 3 s per measurement")
+    parser.add_argument("--quick", action="store_true", help="every code path in seconds: for tests, not numbers")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[Mikolov2010Config.batch_size, 64],
                         help="streams per update; the class layer's per-class overhead shrinks per word as it grows")
-    args = parser.parse_args()
-    seconds = 3.0 if args.quick else 20.0
+    args = parser.parse_args(argv)
+    seconds = 0.5 if args.quick else 20.0
 
     peak = matmul_peak_gflops(seconds / 2)
     rows, speedups = [], {}

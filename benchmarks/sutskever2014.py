@@ -1,6 +1,6 @@
 """Throughput of the seq2seq LSTM: training tokens/s and beam-12 decoding sentences/s, with GFLOP/s.
 
-    python -m repro bench sutskever2014 [--quick]      (or: python benchmarks/sutskever2014.py)
+    python -m repro bench sutskever2014 [--quick]      (or: python -m benchmarks.sutskever2014)
 
 Measured on random sentences of a fixed length (the cost depends on the sizes, not on the words):
 the ``cpu`` preset's network at Multi30k's sizes (vocabularies of 5923 English / 6484 French
@@ -99,12 +99,12 @@ def decoding_throughput(config: Sutskever2014Config, sizes: dict, batch_size: in
                                                                               / elapsed / 1e9, 2)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="about 3 s per measurement, cpu preset only")
+    parser.add_argument("--quick", action="store_true", help="cpu preset only, short timings: every code path in seconds")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    args = parser.parse_args()
-    seconds = 3.0 if args.quick else 20.0
+    args = parser.parse_args(argv)
+    seconds = 0.5 if args.quick else 20.0
     peak = matmul_peak_gflops(seconds / 2)
     setups = [("cpu", MULTI30K, resolve_config(Sutskever2014Config, PRESETS, "cpu").batch_size, 64)]
     if not args.quick:  # one training step of the paper's network takes seconds on a CPU

@@ -1,6 +1,6 @@
 """Image captioning throughput: CNN feature extraction, and training on cached features vs. the CNN.
 
-    python -m repro bench vinyals2014 [--quick]      (or: python benchmarks/vinyals2014.py)
+    python -m repro bench vinyals2014 [--quick]      (or: python -m benchmarks.vinyals2014)
 
 (a) Feature extraction, frozen CNN in eval mode under ``torch.inference_mode`` at batch 32: images/s
     of the network alone on preprocessed 224x224 tensors, set against its FLOP floor on this machine
@@ -73,11 +73,12 @@ def timed(step, seconds: float, warmup: int = 1, min_steps: int = 3) -> tuple[fl
     return min(times), statistics.median(times)
 
 
-def extraction_rows(seconds: float, peak: float) -> list[dict]:
+def extraction_rows(seconds: float, peak: float, encoders=ENCODER_ROWS, batch_size: int = BATCH_SIZE,
+                    image_size: int = 224) -> list[dict]:
     rows = []
-    images = torch.randn(BATCH_SIZE, 3, 224, 224)
-    for name, weights in ENCODER_ROWS:
-        encoder = build_encoder(name, weights).eval()
+    images = torch.randn(batch_size, 3, image_size, image_size)
+    for name, weights in encoders:
+        encoder = build_encoder(name, weights, image_size).eval()
 
         def forward():
             with torch.inference_mode():
@@ -86,10 +87,10 @@ def extraction_rows(seconds: float, peak: float) -> list[dict]:
         with torch.inference_mode():
             flops_per_image = count_flops(lambda: encoder(images[:1]))
         per_batch, median = timed(forward, seconds)
-        rate = BATCH_SIZE / per_batch
-        rows.append({"encoder": name, "weights": weights, "batch_size": BATCH_SIZE,
+        rate = batch_size / per_batch
+        rows.append({"encoder": name, "weights": weights, "batch_size": batch_size, "image_size": image_size,
                      "gflops_per_image": round(flops_per_image / 1e9, 3), "images_per_s": round(rate, 1),
-                     "images_per_s_median": round(BATCH_SIZE / median, 1),
+                     "images_per_s_median": round(batch_size / median, 1),
                      "floor_images_per_s": round(peak * 1e9 / flops_per_image, 1),
                      "gflops": round(rate * flops_per_image / 1e9, 1),
                      "fraction_of_peak": round(rate * flops_per_image / 1e9 / peak, 3)})
@@ -128,17 +129,18 @@ def cache_path_row(count: int) -> dict | None:
             "images_per_s": round(len(files) / elapsed, 1)}
 
 
-def training_rows(seconds: float, peak: float) -> tuple[list[dict], dict[str, float]]:
+def training_rows(seconds: float, peak: float, encoders=ENCODER_ROWS, batch_size: int = BATCH_SIZE,
+                  image_size: int = 224) -> tuple[list[dict], dict[str, float]]:
     from datamodules.feature_cache import load_image
     from papers.vinyals2014 import ShowAndTellNetwork
 
-    photos = flickr8k_photos(BATCH_SIZE)
+    photos = flickr8k_photos(batch_size)
     rows, speedups = [], {}
-    images = torch.randn(BATCH_SIZE, 3, 224, 224)
-    captions = torch.randint(4, VOCABULARY_SIZE, (BATCH_SIZE, CAPTION_LENGTH + 1))
-    for name, weights in ENCODER_ROWS:
+    images = torch.randn(batch_size, 3, image_size, image_size)
+    captions = torch.randint(4, VOCABULARY_SIZE, (batch_size, CAPTION_LENGTH + 1))
+    for name, weights in encoders:
         torch.manual_seed(0)
-        encoder = build_encoder(name, weights).eval()
+        encoder = build_encoder(name, weights, image_size).eval()
         with torch.no_grad():  # not inference_mode: these features take part in autograd below
             cached = encoder(images)[0]
             # FlopCounterMode ignores groups in the backward of a depthwise convolution (it counts
@@ -187,11 +189,11 @@ def training_rows(seconds: float, peak: float) -> tuple[list[dict], dict[str, fl
             settings.append(("CNN fine-tuned end to end", fine_tuned_cnn, decoder + 3 * encoder_forward))
         for setting, step, flops in settings:
             per_step, median = timed(step, seconds)
-            rows.append({"setting": setting, "encoder": name, "weights": weights, "batch_size": BATCH_SIZE,
-                         "caption_length": CAPTION_LENGTH, "vocabulary": VOCABULARY_SIZE,
-                         "images_per_s": round(BATCH_SIZE / per_step, 1),
-                         "images_per_s_median": round(BATCH_SIZE / median, 1),
-                         "gflops_per_image": round(flops / BATCH_SIZE / 1e9, 3),
+            rows.append({"setting": setting, "encoder": name, "weights": weights, "batch_size": batch_size,
+                         "image_size": image_size, "caption_length": CAPTION_LENGTH, "vocabulary": VOCABULARY_SIZE,
+                         "images_per_s": round(batch_size / per_step, 1),
+                         "images_per_s_median": round(batch_size / median, 1),
+                         "gflops_per_image": round(flops / batch_size / 1e9, 3),
                          "gflops": round(flops / per_step / 1e9, 1),
                          "fraction_of_peak": round(flops / per_step / 1e9 / peak, 3)})
         cached_row, frozen_row = (next(r for r in rows if r["encoder"] == name and r["setting"] == setting)
@@ -204,24 +206,28 @@ def training_rows(seconds: float, peak: float) -> tuple[list[dict], dict[str, fl
     return rows, speedups
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="about 3 s per measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="every code path in seconds (EfficientNet-Lite0 only, short timings): for tests, not numbers")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    args = parser.parse_args()
-    seconds = 3.0 if args.quick else 15.0
+    args = parser.parse_args(argv)
+    seconds = 0.2 if args.quick else 15.0
+    # quick: one encoder, 4 images of 64 px, the shortest timings (every code path, no meaningful numbers)
+    sizes = {"encoders": ENCODER_ROWS[:1], "batch_size": 4, "image_size": 64} if args.quick else {}
 
     load_before = os.getloadavg()
     peak = matmul_peak_gflops(seconds / 2)
-    extraction = extraction_rows(seconds, peak)
-    end_to_end = cache_path_row(64 if args.quick else 256)
-    training, speedups = training_rows(seconds, peak)
+    extraction = extraction_rows(seconds, peak, **sizes)
+    end_to_end = cache_path_row(4 if args.quick else 256)
+    training, speedups = training_rows(seconds, peak, **sizes)
 
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=max(120, Console().width))
-    title = (f"vinyals2014 feature extraction, batch {BATCH_SIZE}, eval + inference_mode "
+    title = (f"vinyals2014 feature extraction, batch {extraction[0]['batch_size']} at {extraction[0]['image_size']} px, "
+             f"eval + inference_mode "
              f"({cpu_model()}, {torch.get_num_threads()} threads; fp32 matmul peak {peak:.1f} GFLOP/s)")
     table = Table(title=title)
     for column in ("encoder", "weights", "GFLOP/image", "images/s", "(median)", "floor images/s", "GFLOP/s",
@@ -239,7 +245,7 @@ def main() -> None:
         console.print(f"whole cache path (JPEG decode + resize + encode + write pooled and spatial), "
                       f"{end_to_end['images']} Flickr8k images: {end_to_end['images_per_s']:.1f} images/s")
 
-    table = Table(title=f"vinyals2014 training, Show and Tell (512/512), batch {BATCH_SIZE} images x "
+    table = Table(title=f"vinyals2014 training, Show and Tell (512/512), batch {training[0]['batch_size']} images x "
                         f"{CAPTION_LENGTH + 1} steps, vocabulary {VOCABULARY_SIZE}")
     for column in ("setting", "encoder", "weights", "images/s", "(median)", "GFLOP/image", "GFLOP/s", "of peak"):
         table.add_column(column, justify="left" if column in ("setting", "encoder", "weights") else "right")

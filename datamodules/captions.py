@@ -1,4 +1,4 @@
-"""Image captions in the formats people have, as one LightningDataModule for every captioning paper.
+"""Image captions in the formats people have, as one LightningDataModule for every image captioner.
 
 Readers for the three formats in use:
 - Karpathy's split files (``dataset_coco.json``, ``dataset_flickr8k.json``, ``dataset_flickr30k.json``
@@ -7,16 +7,18 @@ Readers for the three formats in use:
   Hodosh et al. 2013), whose splits are the ones Karpathy's file holds;
 - the official COCO caption annotations (``annotations/captions_{train,val}2014.json``) through
   pycocotools, with Karpathy's split when ``dataset_coco.json`` sits beside them.
-Plus an images folder. Only the images actually present are used: a partial copy works, and the
-count is reported.
+Plus an images folder. Each caption dataset registers a ``CaptionDatasetSpec``: its reader, the
+folders its images usually unpack to, and its datamodule; nothing here branches on a dataset's name.
+Only the images actually present are used: a partial copy works, and the count is reported.
 
 Preprocessing is neuraltalk2's (Karpathy's ``prepro.py``), which the captioning papers' released code
 shares: lowercase, punctuation stripped, words seen fewer than ``min_word_count`` (5) times in the
 training captions become ``<unk>``, training captions cut at ``max_caption_length`` (16) words.
 Evaluation always scores against the raw reference sentences (coco-caption tokenizes them itself).
 
-By default the model trains on pooled CNN features, computed once by the frozen encoder and cached
-(``datamodules.feature_cache``); with ``fine_tune_encoder`` the batches hold images instead.
+The batches are ``repro.captioning.CaptionBatch`` with the visual input the captioner declared
+(``CaptionerConfig.visual_features``): pooled vectors or spatial maps, computed once by the frozen
+encoder and cached (``datamodules.feature_cache``), or images when the encoder is fine-tuned.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from __future__ import annotations
 import json
 import string
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import torch
@@ -34,10 +37,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from datamodules.catalog import DatasetSpec, Source, get_dataset, register_dataset, unzip
 from datamodules.vocabulary import Vocabulary
+from repro.captioning import END, PAD, SPECIALS, START, UNKNOWN, CaptionBatch, EvaluationSet, Visual
 from repro.errors import UserError
 
-PAD, START, END, UNKNOWN = "<pad>", "<start>", "<end>", "<unk>"
-SPECIALS = (PAD, START, END, UNKNOWN)
 SPLITS = ("train", "val", "test")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -54,9 +56,13 @@ class CaptionedImage:
     split: str  # train, val or test
     captions: list[str]  # raw text, the references for scoring
     tokens: list[list[str]]  # preprocessed words, for training
+    annotations: dict | None = None  # anything else the file has per image (the embedded sample's objects)
 
 
 # --- readers ----------------------------------------------------------------------------------------------
+
+ANNOTATION_KEYS = ("objects",)  # per-image keys beside Karpathy's that are kept (e.g. object boxes)
+
 
 def read_karpathy_json(path: Path, image_root: Path) -> list[CaptionedImage]:
     """Karpathy's ``dataset_*.json``: images with split, file path and tokenized sentences.
@@ -87,7 +93,8 @@ def read_karpathy_json(path: Path, image_root: Path) -> list[CaptionedImage]:
         if not sentences:
             raise UserError(f"{path}: images[{number}] ({entry['filename']}) has no sentences")
         image_id = str(entry.get("cocoid", entry["filename"]))
-        images.append(CaptionedImage(image_id, image_root / relative, split, raw, tokens))
+        extra = {key: value for key, value in entry.items() if key in ANNOTATION_KEYS}
+        images.append(CaptionedImage(image_id, image_root / relative, split, raw, tokens, extra or None))
     return images
 
 
@@ -142,46 +149,56 @@ def read_coco_annotations(folder: Path) -> list[CaptionedImage]:
     return images
 
 
-# --- where each dataset's captions and images are ---------------------------------------------------------
+# --- the registry: each caption dataset says how it is read and where its images are ----------------------
 
-FLICKR8K_IMAGE_FOLDERS = ("flickr8k_images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flickr8k_images_subset/images",
-                          "flickr8k_text/Flicker8k_Dataset")
+@dataclass
+class CaptionDatasetSpec(DatasetSpec):
+    """A caption dataset: the catalog's entry plus how to read it.
+
+    ``read(dataset folder, media folder)`` returns every captioned image (present on disk or not);
+    ``media_folders`` are where the official archives unpack the images, relative to the data root
+    (``--set image_dir=FOLDER`` names another); an embedded sample's media sit in its own folder.
+    ``make_datamodule(config, data_root)`` builds the datamodule (image captions by default; a video
+    dataset registers its own).
+    """
+
+    read: Callable[[Path, Path], list[CaptionedImage]] | None = None
+    media_folders: tuple[str, ...] = ()
+    datamodule: Callable[..., L.LightningDataModule] | None = None
+
+    def media_folder(self, data_root: Path, image_dir: str = "") -> Path:
+        if image_dir:
+            folder = Path(image_dir).expanduser()
+            folder = folder if folder.is_absolute() else Path(data_root) / folder
+            if not folder.is_dir():
+                raise UserError(f"--set image_dir={image_dir}: {folder} is not a folder")
+            return folder
+        if self.embedded:
+            return self.location(data_root)
+        for candidate in self.media_folders:
+            if (Path(data_root) / candidate).is_dir():
+                return Path(data_root) / candidate
+        raise UserError(f"{self.name}: no images folder under {data_root} (looked for {', '.join(self.media_folders)}); "
+                        f"see `python -m repro data prepare {self.name}`, or pass --set image_dir=FOLDER")
+
+    def read_all(self, data_root: Path, image_dir: str = "") -> list[CaptionedImage]:
+        return self.read(self.location(data_root), self.media_folder(data_root, image_dir))
+
+    def make_datamodule(self, config, data_root: Path) -> L.LightningDataModule:
+        build = self.datamodule or CaptionDataModule.from_config
+        return build(config, self.name, data_root)
 
 
-def _first_folder(data_root: Path, candidates: tuple[str, ...], image_dir: str, dataset: str) -> Path:
-    if image_dir:
-        folder = Path(image_dir).expanduser()
-        folder = folder if folder.is_absolute() else data_root / folder
-        if not folder.is_dir():
-            raise UserError(f"--set image_dir={image_dir}: {folder} is not a folder")
-        return folder
-    for candidate in candidates:
-        if (data_root / candidate).is_dir():
-            return data_root / candidate
-    raise UserError(f"{dataset}: no images folder under {data_root} (looked for {', '.join(candidates)}); "
-                    f"see `python -m repro data prepare {dataset}`, or pass --set image_dir=FOLDER")
+def caption_dataset_spec(dataset: str) -> CaptionDatasetSpec:
+    spec = get_dataset(dataset)
+    if not isinstance(spec, CaptionDatasetSpec):
+        raise UserError(f"{dataset}: not a caption dataset")
+    return spec
 
 
 def read_dataset(dataset: str, data_root: Path, image_dir: str = "") -> list[CaptionedImage]:
     """Every captioned image of a dataset (present or not), from whichever format is on disk."""
-    spec = get_dataset(dataset)
-    if spec.embedded:
-        folder = spec.generate()
-        return read_karpathy_json(folder / f"dataset_{dataset}.json", folder)
-    folder = data_root / spec.folder
-    if dataset == "flickr8k":
-        images = _first_folder(data_root, FLICKR8K_IMAGE_FOLDERS, image_dir, dataset)
-        karpathy = folder / "dataset_flickr8k.json"
-        return read_karpathy_json(karpathy, images) if karpathy.is_file() else read_flickr8k_bundle(folder, images)
-    if dataset == "flickr30k":
-        images = _first_folder(data_root, ("flickr30k/flickr30k-images", "flickr30k/images", "flickr30k-images"),
-                               image_dir, dataset)
-        return read_karpathy_json(folder / "dataset_flickr30k.json", images)
-    if dataset == "coco":
-        root = _first_folder(data_root, ("coco",), image_dir, dataset)
-        karpathy = folder / "dataset_coco.json"
-        return read_karpathy_json(karpathy, root) if karpathy.is_file() else read_coco_annotations(folder)
-    raise UserError(f"{dataset}: not a caption dataset")
+    return caption_dataset_spec(dataset).read_all(Path(data_root), image_dir)
 
 
 def image_files(dataset: str, data_root: Path, image_dir: str = "") -> dict[str, Path]:
@@ -198,40 +215,52 @@ def image_files(dataset: str, data_root: Path, image_dir: str = "") -> dict[str,
 class CaptionItems(Dataset):
     """Training: one item per (image, caption). Evaluation: one item per image, with all its captions.
 
-    An item is (image position, encoder input, list of caption tensors); the encoder input is the
-    cached pooled feature vector, or the transformed image when the encoder is fine-tuned.
+    An item is a dict: the image's position in its split, its id, its visual input (cached features,
+    or the transformed image when the encoder is fine-tuned), its captions as word ids, and, for
+    evaluation, its references, relative media path and annotations.
     """
 
-    def __init__(self, images: list[CaptionedImage], encoded: list[list[torch.Tensor]], encoder_input,
-                 per_caption: bool):
-        self.images, self.encoded, self.encoder_input = images, encoded, encoder_input
+    def __init__(self, images: list[CaptionedImage], encoded: list[list[torch.Tensor]], visual_input,
+                 per_caption: bool, media_root: Path):
+        self.images, self.encoded, self.visual_input, self.media_root = images, encoded, visual_input, media_root
+        self.per_caption = per_caption
         self.pairs = ([(i, k) for i, captions in enumerate(encoded) for k in range(len(captions))]
                       if per_caption else [(i, None) for i in range(len(images))])
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int):
-        image, caption = self.pairs[index]
-        captions = self.encoded[image] if caption is None else [self.encoded[image][caption]]
-        return image, self.encoder_input(self.images[image]), captions
+    def __getitem__(self, index: int) -> dict:
+        position, caption = self.pairs[index]
+        image = self.images[position]
+        item = {"position": position, "id": image.image_id, "visual": self.visual_input(image),
+                "captions": self.encoded[position] if caption is None else [self.encoded[position][caption]]}
+        if not self.per_caption:
+            item.update(references=image.captions, media=relative_media(image.path, self.media_root),
+                        annotations=image.annotations)
+        return item
 
 
-@dataclass
-class CaptionBatch:
-    image_positions: torch.Tensor  # [B] position of each image in its split
-    encoder_inputs: torch.Tensor  # [B, D] features or [B, 3, H, W] images
-    captions: torch.Tensor  # [C, T] <start> w1 .. wn <end> <pad>..., C >= B in evaluation
-    caption_image: torch.Tensor  # [C] which row of the batch each caption belongs to
+def relative_media(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
-def collate(items) -> CaptionBatch:
-    captions = [caption for _, _, captions in items for caption in captions]
+def collate(items: list[dict], kind: str, grid: tuple[int, int] | None = None) -> CaptionBatch:
+    """Items -> a CaptionBatch whose visual input is of ``kind`` (pooled, spatial or images)."""
+    captions = [caption for item in items for caption in item["captions"]]
+    evaluation = "references" in items[0]
     return CaptionBatch(
-        image_positions=torch.tensor([image for image, _, _ in items]),
-        encoder_inputs=torch.stack([encoder_input for _, encoder_input, _ in items]),
+        ids=[item["id"] for item in items],
+        positions=torch.tensor([item["position"] for item in items]),
+        visual=Visual(kind, torch.stack([item["visual"] for item in items]).float(), grid=grid),
         captions=pad_sequence(captions, batch_first=True, padding_value=SPECIALS.index(PAD)),
-        caption_image=torch.tensor([row for row, (_, _, captions) in enumerate(items) for _ in captions]))
+        caption_owner=torch.tensor([row for row, item in enumerate(items) for _ in item["captions"]]),
+        references=[item["references"] for item in items] if evaluation else None,
+        media=[item["media"] for item in items] if evaluation else None,
+        annotations=[item["annotations"] for item in items] if evaluation else None)
 
 
 class ShardSampler(Sampler):
@@ -255,30 +284,45 @@ class CaptionDataModule(L.LightningDataModule):
     one shuffled order shared by all processes (``DistributedSampler``, seeded), each process taking
     every N-th caption, so a run sees the same captions per step on 1 device or on 8, and the paper's
     learning rate stays right (evaluation batches count images per process; they change nothing).
+
+    ``visual_features`` is what the captioner takes: ``pooled`` vectors or ``spatial`` maps [L, D]
+    (both cached once per dataset and encoder); ``fine_tune_encoder`` gives images instead.
     """
 
     def __init__(self, dataset: str, data_root: Path, encoder: str, encoder_weights: str = "imagenet",
                  batch_size: int = 32, min_word_count: int = 5, max_caption_length: int = 16,
-                 fine_tune_encoder: bool = False, spatial_features: bool = False, image_dir: str = "",
+                 fine_tune_encoder: bool = False, visual_features: str = "pooled", image_dir: str = "",
                  num_workers: int = 0, seed: int = 0, image_size: int | None = None):
         super().__init__()
+        if visual_features not in ("pooled", "spatial"):
+            raise UserError(f"{dataset}: an image dataset gives pooled vectors or spatial maps, not {visual_features!r}")
         self.dataset, self.data_root, self.image_dir = dataset, Path(data_root), image_dir
         self.encoder_name, self.encoder_weights, self.image_size = encoder, encoder_weights, image_size
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.min_word_count, self.max_caption_length = min_word_count, max_caption_length
-        self.fine_tune_encoder, self.spatial_features = fine_tune_encoder, spatial_features
+        self.fine_tune_encoder, self.visual_features = fine_tune_encoder, visual_features
         self._images: dict[str, list[CaptionedImage]] | None = None
+        self._media_root: Path | None = None
         self._vocabulary: Vocabulary | None = None
         self._encoder = None
         self.features = None
-        self.nearest_neighbour_captions: dict[str, str] = {}  # filled by the retrieval baseline
+
+    @classmethod
+    def from_config(cls, config, dataset: str, data_root: Path) -> "CaptionDataModule":
+        """From a ``repro.captioning.CaptionerConfig`` (what every captioner's config is)."""
+        return cls(dataset, data_root, config.encoder, config.encoder_weights, batch_size=config.batch_size,
+                   min_word_count=config.min_word_count, max_caption_length=config.max_caption_length,
+                   fine_tune_encoder=config.fine_tune_encoder, visual_features=type(config).visual_features,
+                   image_dir=config.image_dir, seed=config.seed, image_size=config.image_size or None)
 
     # -- captions and vocabulary: cheap, needed by every process (and by the module before fit) --
     @property
     def images(self) -> dict[str, list[CaptionedImage]]:
         """Split -> the captioned images whose files are present."""
         if self._images is None:
-            everything = read_dataset(self.dataset, self.data_root, self.image_dir)
+            spec = caption_dataset_spec(self.dataset)
+            self._media_root = spec.media_folder(self.data_root, self.image_dir)
+            everything = spec.read_all(self.data_root, self.image_dir)
             present = [image for image in everything if image.path.is_file()]
             missing = len(everything) - len(present)
             if not present:
@@ -288,11 +332,16 @@ class CaptionDataModule(L.LightningDataModule):
             counts = " / ".join(f"{len(self._images[s])} {s}" for s in SPLITS)
             note = f"; {missing} listed image(s) are not on disk and are skipped" if missing else ""
             print(f"DATA: {self.dataset}: {len(present)} of {len(everything)} images found under "
-                  f"{present[0].path.parent} ({counts}){note}", flush=True)
+                  f"{self._media_root} ({counts}){note}", flush=True)
             for split in SPLITS:
                 if not self._images[split]:
-                    raise UserError(f"{self.dataset}: no {split} images are present under {present[0].path.parent}")
+                    raise UserError(f"{self.dataset}: no {split} images are present under {self._media_root}")
         return self._images
+
+    @property
+    def media_root(self) -> Path:
+        self.images
+        return self._media_root
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -327,46 +376,83 @@ class CaptionDataModule(L.LightningDataModule):
             self._encoder = build_encoder(self.encoder_name, self.encoder_weights, self.image_size)
         return self._encoder
 
+    @property
+    def visual_dim(self) -> int:
+        """The size of one visual vector the captioner receives (pooled D, or a spatial location's D)."""
+        from repro.image_encoders import get_spec
+
+        spec = get_spec(self.encoder_name)
+        return spec.spatial_dim if self.visual_features == "spatial" else spec.feature_dim
+
     def _all_images(self) -> dict[str, Path]:
         return {image.image_id: image.path for split in SPLITS for image in self.images[split]}
 
     def _features(self, device="cpu"):
         from datamodules.feature_cache import cached_features
 
-        return cached_features(self.dataset, self._all_images(), self.encoder, spatial=self.spatial_features,
-                               device=device)
+        return cached_features(self.dataset, self._all_images(), self.encoder,
+                               spatial=self.visual_features == "spatial", device=device)
 
     def prepare_data(self) -> None:
+        from repro.image_encoders import describe
+
+        print(f"ENCODER: {describe(self.encoder)}; "
+              + ("fine-tuned end to end on images" if self.fine_tune_encoder else
+                 f"frozen, its {self.visual_features} features computed once and cached"), flush=True)
         # One process per node extracts; the others load the finished cache in setup().
         if not self.fine_tune_encoder:
             device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
             self._features(device)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.fine_tune_encoder or self.features is not None:
+        if self.features is not None or (self.fine_tune_encoder and stage != "baselines"):
             return
         self.features = self._features()
         if self.features.skipped:  # unreadable images: drop them from every split, counted once
             self._images = {split: [i for i in images if i.image_id in self.features.index]
                             for split, images in self.images.items()}
 
-    def pooled_features(self, split: str) -> torch.Tensor:
-        self.setup()
-        return self.features.pooled[[self.features.index[i.image_id] for i in self.images[split]]]
+    def _visual_input(self, training: bool):
+        if self.fine_tune_encoder:
+            from datamodules.feature_cache import load_image
 
-    def _encoder_input(self, training: bool):
-        if not self.fine_tune_encoder:
-            pooled, index = self.features.pooled, self.features.index
-            return lambda image: pooled[index[image.image_id]]
-        from datamodules.feature_cache import load_image
+            transform = self.encoder.train_transform if training else self.encoder.transform
+            return lambda image: transform(load_image(image.path))
+        table = self.features.spatial if self.visual_features == "spatial" else self.features.pooled
+        index = self.features.index
+        return lambda image: table[index[image.image_id]]
 
-        transform = self.encoder.train_transform if training else self.encoder.transform
-        return lambda image: transform(load_image(image.path))
+    def _collate(self, items: list[dict]) -> CaptionBatch:
+        kind = "images" if self.fine_tune_encoder else self.visual_features
+        grid = tuple(self.encoder.spatial_grid) if kind == "spatial" else None
+        return collate(items, kind, grid)
 
     def split_items(self, split: str, per_caption: bool) -> CaptionItems:
         images = self.images[split]
         encoded = [[self.encode(words, truncate=per_caption) for words in image.tokens] for image in images]
-        return CaptionItems(images, encoded, self._encoder_input(training=split == "train"), per_caption)
+        return CaptionItems(images, encoded, self._visual_input(training=split == "train"), per_caption,
+                            self.media_root)
+
+    def evaluation_set(self, split: str) -> EvaluationSet:
+        """One split as the typed object baselines and figures use (pooled vectors always included)."""
+        if self.features is None:
+            self.setup("baselines")
+        images = self.images[split]
+        rows = [self.features.index[image.image_id] for image in images]
+        spatial = self.features.spatial
+        grid = tuple(self.encoder.spatial_grid)
+
+        def visual(positions: list[int]) -> Visual:
+            chosen = [rows[p] for p in positions]
+            if self.visual_features == "spatial":
+                return Visual("spatial", torch.as_tensor(spatial[chosen]).float(), grid=grid)
+            return Visual("pooled", self.features.pooled[chosen])
+
+        return EvaluationSet(
+            dataset=self.dataset, split=split, ids=[image.image_id for image in images],
+            references=[image.captions for image in images], tokens=[image.tokens for image in images],
+            media=[relative_media(image.path, self.media_root) for image in images], media_root=self.media_root,
+            pooled=self.features.pooled[rows], visual=visual, annotations=[image.annotations for image in images])
 
     def _rank_and_world(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
@@ -379,14 +465,14 @@ class CaptionDataModule(L.LightningDataModule):
         items = self.split_items("train", per_caption=True)
         # the same sampler with one process, so a run's order does not depend on the world size
         sampler = DistributedSampler(items, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
-        return DataLoader(items, batch_size=self.batch_size // world, sampler=sampler, collate_fn=collate, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(items, batch_size=self.batch_size // world, sampler=sampler, collate_fn=self._collate,
+                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def evaluation_dataloader(self, split: str) -> DataLoader:
         rank, world = self._rank_and_world()
         items = self.split_items(split, per_caption=False)
         return DataLoader(items, batch_size=self.batch_size, sampler=ShardSampler(len(items), rank, world),
-                          collate_fn=collate, num_workers=self.num_workers)
+                          collate_fn=self._collate, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self.evaluation_dataloader("val")
@@ -467,7 +553,36 @@ def prepare_flickr30k(data_root: Path, archive: Path | None) -> None:
     print(f"flickr30k: prepared {target}")
 
 
-register_dataset(DatasetSpec(
+def read_flickr8k(folder: Path, images: Path) -> list[CaptionedImage]:
+    karpathy = folder / "dataset_flickr8k.json"
+    return read_karpathy_json(karpathy, images) if karpathy.is_file() else read_flickr8k_bundle(folder, images)
+
+
+def read_coco(folder: Path, images: Path) -> list[CaptionedImage]:
+    karpathy = folder / "dataset_coco.json"
+    return read_karpathy_json(karpathy, images) if karpathy.is_file() else read_coco_annotations(folder)
+
+
+def _flickr8k_spec() -> CaptionDatasetSpec:
+    from datamodules.flickr8k_text import IMAGES_ARCHIVE, SPLIT_FILES, TEXT_BUNDLE, TOKEN_FILE, prepare_flickr8k
+
+    return CaptionDatasetSpec(
+        name="flickr8k",
+        description="Flickr8k captions (40,460: 5 per image) with the official 6000/1000/1000 image splits",
+        folder="flickr8k_text",
+        required_files=(TOKEN_FILE, *SPLIT_FILES.values()),
+        license="research use (University of Illinois; images are Flickr users')",
+        sources=(TEXT_BUNDLE, IMAGES_ARCHIVE),
+        prepare=prepare_flickr8k,
+        read=read_flickr8k,
+        # where Flickr8k_Dataset.zip unpacks (sic), and the usual renamings
+        media_folders=("Flicker8k_Dataset", "Flickr8k_Dataset", "flickr8k_images", "flickr8k_text/Flicker8k_Dataset"),
+    )
+
+
+register_dataset(_flickr8k_spec())
+
+register_dataset(CaptionDatasetSpec(
     name="flickr30k",
     description="Flickr30k: 31,783 images, 5 captions each, Karpathy's 29k/1k/1k split",
     folder="flickr30k",
@@ -475,9 +590,11 @@ register_dataset(DatasetSpec(
     license="research use (images are Flickr users'); Young et al. 2014",
     sources=(Source("https://shannon.cs.illinois.edu/DenotationGraph/", "the images, by request form"), KARPATHY_SPLITS),
     prepare=prepare_flickr30k,
+    read=lambda folder, images: read_karpathy_json(folder / "dataset_flickr30k.json", images),
+    media_folders=("flickr30k/flickr30k-images", "flickr30k/images", "flickr30k-images"),
 ))
 
-register_dataset(DatasetSpec(
+register_dataset(CaptionDatasetSpec(
     name="coco",
     description="MS COCO 2014 captions: 123,287 images, 5+ captions each (Karpathy's split if present)",
     folder="coco",
@@ -486,4 +603,6 @@ register_dataset(DatasetSpec(
     sources=(Source("https://cocodataset.org/#download", "train2014.zip, val2014.zip, annotations_trainval2014.zip"),
              KARPATHY_SPLITS),
     prepare=prepare_coco,
+    read=read_coco,
+    media_folders=("coco",),  # train2014/ and val2014/ inside it, as Karpathy's file paths expect
 ))

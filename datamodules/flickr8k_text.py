@@ -2,8 +2,8 @@
 
 Hodosh, Young, Hockenmaier 2013, "Framing image description as a ranking task", JAIR 47. The
 official splits (6000/1000/1000 images) are the ones Karpathy's ``dataset_flickr8k.json`` uses.
-This reader is shared by everything that needs Flickr8k captions (human agreement now, the caption
-datamodule of the captioning papers next).
+This reader is shared by everything that needs Flickr8k captions (human agreement, and the caption
+datamodule through the ``flickr8k`` entry that ``datamodules.captions`` registers).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import zipfile
 from collections import defaultdict
 from pathlib import Path
 
-from datamodules.catalog import DatasetSpec, Source, numbered_lines, register_dataset, unzip
+from datamodules.catalog import Source, numbered_lines, unzip
 from repro.errors import UserError
 
 TOKEN_FILE = "Flickr8k.token.txt"
@@ -79,7 +79,7 @@ def _unpack(archive: Path, data_root: Path) -> None:
     print(f"flickr8k: prepared {data_root / 'flickr8k_text'}")
 
 
-def prepare_flickr8k_text(data_root: Path, archive: Path | None) -> None:
+def prepare_flickr8k(data_root: Path, archive: Path | None) -> None:
     """Captions and splits (``Flickr8k_text.zip``) and images (``Flickr8k_Dataset.zip``): a local
     archive of either, or both downloaded."""
     from datamodules.catalog import download
@@ -99,14 +99,3 @@ def prepare_flickr8k_text(data_root: Path, archive: Path | None) -> None:
                     f"flickr8k --archive FILE.zip` for each, or place {TOKEN_FILE} and the split lists in "
                     f"{data_root / 'flickr8k_text'}/ and the images in {data_root / 'Flicker8k_Dataset'}/") from None
             _unpack(fetched, data_root)
-
-
-register_dataset(DatasetSpec(
-    name="flickr8k",
-    description="Flickr8k captions (40,460: 5 per image) with the official 6000/1000/1000 image splits",
-    folder="flickr8k_text",
-    required_files=(TOKEN_FILE, *SPLIT_FILES.values()),
-    license="research use (University of Illinois; images are Flickr users')",
-    sources=(TEXT_BUNDLE, IMAGES_ARCHIVE),
-    prepare=prepare_flickr8k_text,
-))

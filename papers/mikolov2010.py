@@ -48,14 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from torchmetrics import SumMetric
 
 from datamodules.catalog import get_dataset
 from datamodules.ptb import END_OF_SENTENCE, IGNORE_INDEX, PennTreebankDataModule
 from datamodules.vocabulary import Vocabulary
-from repro.config import TrainingConfig, config_from_dict, config_to_dict
+from repro.config import PositiveFloat, PositiveInt, TrainingConfig, config_from_dict, config_to_dict
 from repro.kneser_ney import KneserNeyLanguageModel
-from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.metrics import Perplexity
+from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
 
 NAME = "mikolov2010"
 
@@ -70,23 +70,23 @@ PUBLISHED = (
 
 @dataclasses.dataclass
 class Mikolov2010Config(TrainingConfig):
-    hidden_size: int = 200  # Sec. 3: "hidden layer size" is the main capacity knob; a few hundred on PTB
+    hidden_size: PositiveInt = 200  # Sec. 3: "hidden layer size" is the main capacity knob; a few hundred on PTB
     output_layer: Literal["classes", "full"] = "classes"  # Extensions Sec. 4 factorises the softmax
-    num_classes: int = 100  # Extensions Sec. 4: about sqrt(vocabulary size) classes
+    num_classes: PositiveInt = 100  # Extensions Sec. 4: about sqrt(vocabulary size) classes
     class_assignment: Literal["frequency", "sqrt-frequency"] = "frequency"  # Extensions Sec. 4 bins by
     # unigram frequency; the RNNLM toolkit's default bins by sqrt frequency, which balances classes
-    init_std: float = 0.1  # Sec. 2.1: small Gaussian noise (the toolkit sums 3 U(-0.1, 0.1) draws)
-    learning_rate: float = 8.0  # Sec. 2.1 starts at 0.1 for per-word updates; minibatch means need more
-    input_learning_rate_scale: float = 80.0  # U's rate relative to the rest (see the module docstring)
-    min_improvement: float = 1.003  # Sec. 2.1 "no significant improvement"; the toolkit's threshold
-    bptt: int = 20  # truncated BPTT: words per update, state carried across updates
-    eval_bptt: int = 512  # words per evaluation chunk (the state is carried, so it does not change scores)
+    init_std: PositiveFloat = 0.1  # Sec. 2.1: small Gaussian noise (the toolkit sums 3 U(-0.1, 0.1) draws)
+    learning_rate: PositiveFloat = 8.0  # Sec. 2.1 starts at 0.1 for per-word updates; minibatch means need more
+    input_learning_rate_scale: PositiveFloat = 80.0  # U's rate relative to the rest (see the module docstring)
+    min_improvement: PositiveFloat = 1.003  # Sec. 2.1 "no significant improvement"; the toolkit's threshold
+    bptt: PositiveInt = 20  # truncated BPTT: words per update, state carried across updates
+    eval_bptt: PositiveInt = 512  # words per evaluation chunk (the state is carried, so it does not change scores)
     dynamic_evaluation: bool = True  # also report the "dynamic" model (keeps learning on test text)
-    dynamic_learning_rate: float = 0.1  # fixed rate while learning on the test text (Sec. 2.1)
+    dynamic_learning_rate: PositiveFloat = 0.1  # fixed rate while learning on the test text (Sec. 2.1)
     kneser_ney_baseline: bool = True  # also fit and report the KN5 baseline on the same data
-    max_epochs: int = 20  # Sec. 2.1: "convergence is usually achieved after 10-20 epochs"
-    batch_size: int = 32
-    gradient_clip_val: float | None = 1.0  # not in the paper: clipping keeps the larger minibatch rate stable
+    max_epochs: PositiveInt = 20  # Sec. 2.1: "convergence is usually achieved after 10-20 epochs"
+    batch_size: PositiveInt = 32
+    gradient_clip_val: PositiveFloat | None = 1.0  # not in the paper: clipping keeps the larger minibatch rate stable
 
     # World-size rule (repro/scaling.py): batch_size is the run's number of streams, split over the
     # processes, and the learning rates stay as they are, because the rates (and U's scale) are tuned
@@ -102,6 +102,9 @@ PRESETS = {
     # updates per epoch of 32, and U's rate scale follows the smaller batch (8 x 20 words per update)
     "cpu": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "max_epochs": 30,
             "max_time_minutes": 27.0},
+    # the embedded grammar (what `python -m repro run mikolov2010` trains on without real data): the
+    # paper's configuration learns it in about a minute on a laptop CPU
+    "sample": {},
     # seconds on a CPU: exercises every code path on the embedded sample
     "smoke": {"hidden_size": 32, "num_classes": 8, "max_epochs": 2, "batch_size": 16, "bptt": 20},
 }
@@ -253,17 +256,16 @@ def build_network(config: Mikolov2010Config, vocabulary: Vocabulary) -> ElmanLan
 class Mikolov2010(L.LightningModule):
     def __init__(self, config: dict, vocabulary: dict, paper: str = NAME):
         super().__init__()
-        self.save_hyperparameters()  # config and vocabulary travel inside every checkpoint
+        # config and vocabulary travel inside every checkpoint; loggers get the config only (repro.run logs it)
+        self.save_hyperparameters(logger=False)
         self.config = config_from_dict(Mikolov2010Config, config)
         self.vocabulary = Vocabulary.from_dict(vocabulary)
         self.network = build_network(self.config, self.vocabulary)
         self.end_of_sentence = self.vocabulary.index(END_OF_SENTENCE)
-        # Every process scores the whole evaluation text (datamodules/ptb.py), so sums are not reduced
+        # Every process scores the whole evaluation text (datamodules/ptb.py), so the sums are not reduced
         # over processes: each process already holds the full total.
-        self.negative_log_likelihood = nn.ModuleDict({name: SumMetric(sync_on_compute=False)
-                                                      for name in ("val", "test", "test_dynamic")})
-        self.token_count = nn.ModuleDict({name: SumMetric(sync_on_compute=False)
-                                          for name in ("val", "test", "test_dynamic")})
+        self.perplexity = nn.ModuleDict({name: Perplexity(sync_on_compute=False)
+                                         for name in ("val", "test", "test_dynamic")})
         # Sec. 2.1 schedule: keep the rate while validation improves, then halve it every epoch, and
         # stop at the next epoch without a significant improvement.
         self.schedule = {"previous_valid_nll": None, "halving": False}
@@ -304,19 +306,16 @@ class Mikolov2010(L.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
         return loss
 
-    # --- evaluation: summed NLL and token counts, perplexity = exp(sum / count) ------------------
+    # --- evaluation: per-word perplexity, <eos> counted as a word (repro.metrics.Perplexity) ------
     def _score(self, name: str, network: ElmanLanguageModel, words, targets, state):
         log_prob, keep, state = network.log_prob(words, targets, state)
-        self.negative_log_likelihood[name].update(-log_prob.sum())
-        self.token_count[name].update(keep.sum())
+        self.perplexity[name].update(-log_prob.sum(), keep.sum())
         return state
 
     def _perplexity(self, name: str) -> float:
-        nll, count = self.negative_log_likelihood[name].compute(), self.token_count[name].compute()
-        self.negative_log_likelihood[name].reset()
-        self.token_count[name].reset()
-        mean = float(nll) / float(count)
-        return (math.exp(mean) if mean < 700 else math.inf), float(nll)  # a diverged model scores inf
+        value = float(self.perplexity[name].compute())
+        self.perplexity[name].reset()
+        return value
 
     def on_validation_epoch_start(self) -> None:
         self.eval_state = None
@@ -328,11 +327,13 @@ class Mikolov2010(L.LightningModule):
         self.eval_state = self._score("val", self.network, words, targets, self.eval_state)
 
     def on_validation_epoch_end(self) -> None:
-        perplexity, nll = self._perplexity("val")
-        # SumMetric already reduced over processes, so every rank holds the same value
+        perplexity = self._perplexity("val")
+        # every rank scored the whole text, so every rank holds the same value
         self.log("val/ppl", perplexity, prog_bar=True, sync_dist=True)
         if self.trainer.sanity_checking:
             return
+        # the toolkit compares the validation log-likelihoods; over the same text that is the mean NLL
+        nll = math.log(perplexity)
         previous = self.schedule["previous_valid_nll"]
         if previous is not None and nll * self.config.min_improvement > previous:
             if self.schedule["halving"]:
@@ -371,8 +372,7 @@ class Mikolov2010(L.LightningModule):
             for start in range(0, words.shape[1], self.config.bptt):
                 block = slice(start, start + self.config.bptt)
                 log_prob, keep, state = network.log_prob(words[:, block], targets[:, block], state.detach())
-                self.negative_log_likelihood["test_dynamic"].update(-log_prob.detach().sum())
-                self.token_count["test_dynamic"].update(keep.sum())
+                self.perplexity["test_dynamic"].update(-log_prob.detach().sum(), keep.sum())
                 if keep.any():
                     self.dynamic_optimizer.zero_grad(set_to_none=True)
                     (-log_prob.sum() / keep.sum()).backward()
@@ -380,9 +380,9 @@ class Mikolov2010(L.LightningModule):
             self.dynamic_state = state.detach()
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/ppl", self._perplexity("test")[0], sync_dist=True)
+        self.log("test/ppl", self._perplexity("test"), sync_dist=True)
         if self.config.dynamic_evaluation:
-            self.log("test/ppl_dynamic", self._perplexity("test_dynamic")[0], sync_dist=True)
+            self.log("test/ppl_dynamic", self._perplexity("test_dynamic"), sync_dist=True)
 
     # --- the schedule's state travels with checkpoints, so a resumed run halves at the same epoch --
     def on_save_checkpoint(self, checkpoint) -> None:
@@ -429,13 +429,13 @@ def make_module(config: Mikolov2010Config, datamodule: PennTreebankDataModule) -
     return Mikolov2010(config_to_dict(config), datamodule.vocabulary.to_dict())
 
 
-def kneser_ney_baseline(config: Mikolov2010Config, datamodule: PennTreebankDataModule) -> dict[str, float]:
+def kneser_ney_baseline(config: Mikolov2010Config, datamodule: PennTreebankDataModule) -> BaselineResult:
     """The paper's baseline: interpolated modified Kneser-Ney 5-gram, no count cutoffs, same text."""
     if not config.kneser_ney_baseline:
-        return {}
+        return BaselineResult("kn5", {})
     model = KneserNeyLanguageModel(order=5).fit(datamodule.sentences["train"])
-    return {"val/ppl_kn5": model.perplexity(datamodule.sentences["valid"]),
-            "test/ppl_kn5": model.perplexity(datamodule.sentences["test"])}
+    return BaselineResult("kn5", {"val/ppl_kn5": model.perplexity(datamodule.sentences["valid"]),
+                                  "test/ppl_kn5": model.perplexity(datamodule.sentences["test"])})
 
 
 register_paper(PaperEntry(

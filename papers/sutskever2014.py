@@ -70,7 +70,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import SumMetric
 
 from datamodules.catalog import get_dataset
 from datamodules.parallel_text import (BOS, EOS, PAD, ParallelTextDataModule, detokenize, encode_source,
@@ -78,8 +77,10 @@ from datamodules.parallel_text import (BOS, EOS, PAD, ParallelTextDataModule, de
 from datamodules.translation_sample import SAMPLE_NAME
 from datamodules.vocabulary import Vocabulary
 from repro.beam_search import beam_search
-from repro.config import TrainingConfig, config_from_dict, config_to_dict
+from repro.config import (NonNegativeFloat, PositiveFloat, PositiveInt, Probability, TrainingConfig, config_from_dict,
+                          config_to_dict)
 from repro.distributed import gather_for_scoring, score_once
+from repro.metrics import Perplexity
 from repro.errors import UserError
 from repro.registry import PaperEntry, PublishedResult, register_paper
 from repro.translation_metrics import multi_bleu, sacrebleu_score
@@ -110,28 +111,28 @@ class Sutskever2014Config(TrainingConfig):
     source_language: str = "en"  # Sec. 3.1: WMT'14 English to French
     target_language: str = "fr"
     reverse_source: bool = True  # Sec. 3.3: the source words in reverse order, the target as it is
-    num_layers: int = 4  # Sec. 3.4: deep LSTMs with 4 layers
-    hidden_size: int = 1000  # Sec. 3.4: 1000 cells per layer
-    embedding_size: int = 1000  # Sec. 3.4: 1000-dimensional word embeddings
-    source_vocabulary_size: int = 160000  # Sec. 3.1: the 160,000 most frequent source words
-    target_vocabulary_size: int = 80000  # Sec. 3.1: the 80,000 most frequent target words; others are UNK
-    min_count: int = 1  # also drop words seen fewer times (small corpora); the paper cuts by size only
+    num_layers: PositiveInt = 4  # Sec. 3.4: deep LSTMs with 4 layers
+    hidden_size: PositiveInt = 1000  # Sec. 3.4: 1000 cells per layer
+    embedding_size: PositiveInt = 1000  # Sec. 3.4: 1000-dimensional word embeddings
+    source_vocabulary_size: PositiveInt = 160000  # Sec. 3.1: the 160,000 most frequent source words
+    target_vocabulary_size: PositiveInt = 80000  # Sec. 3.1: the 80,000 most frequent target words; others are UNK
+    min_count: PositiveInt = 1  # also drop words seen fewer times (small corpora); the paper cuts by size only
     lowercase: bool = False  # the paper keeps case
-    max_length: int = 100  # not in the paper: longer training pairs are dropped, longer test sources refused
-    dropout: float = 0.0  # not in the paper; on the embeddings, between LSTM layers and before the softmax
-    init_range: float = 0.08  # Sec. 3.4: all parameters uniform in [-0.08, 0.08]
+    max_length: PositiveInt = 100  # not in the paper: longer training pairs are dropped, longer test sources refused
+    dropout: Probability = 0.0  # not in the paper; on the embeddings, between LSTM layers and before the softmax
+    init_range: PositiveFloat = 0.08  # Sec. 3.4: all parameters uniform in [-0.08, 0.08]
     optimizer: Literal["sgd", "adam"] = "sgd"  # Sec. 3.4: stochastic gradient descent without momentum
-    learning_rate: float = 0.7  # Sec. 3.4: a fixed rate of 0.7 ...
-    decay_after_epochs: float = 5.0  # ... and after 5 epochs ...
-    decay_every_epochs: float = 0.5  # ... halved every half epoch
-    decay_factor: float = 0.5
-    training_epochs: float = 7.5  # Sec. 3.4: 7.5 epochs in all
-    max_epochs: int = 8  # whole epochs the trainer runs; training stops inside the last at training_epochs
-    batch_size: int = 128  # Sec. 3.4: batches of 128 sequences of roughly the same length
-    gradient_clip_val: float | None = 5.0  # Sec. 3.4: g = gradient / 128; if ||g|| > 5, g = 5 g / ||g||
-    beam_size: int = 12  # Sec. 3.2/Table 1: beam 12 (1 is greedy decoding; 2 is almost as good)
-    length_normalization: float = 0.0  # the paper ranks hypotheses by their plain log-probability
-    eval_batch_size: int = 64  # sentences decoded together (times the beam size rows)
+    learning_rate: PositiveFloat = 0.7  # Sec. 3.4: a fixed rate of 0.7 ...
+    decay_after_epochs: NonNegativeFloat = 5.0  # ... and after 5 epochs ...
+    decay_every_epochs: PositiveFloat = 0.5  # ... halved every half epoch
+    decay_factor: PositiveFloat = 0.5
+    training_epochs: PositiveFloat = 7.5  # Sec. 3.4: 7.5 epochs in all
+    max_epochs: PositiveInt = 8  # whole epochs the trainer runs; training stops inside the last at training_epochs
+    batch_size: PositiveInt = 128  # Sec. 3.4: batches of 128 sequences of roughly the same length
+    gradient_clip_val: PositiveFloat | None = 5.0  # Sec. 3.4: g = gradient / 128; if ||g|| > 5, g = 5 g / ||g||
+    beam_size: PositiveInt = 12  # Sec. 3.2/Table 1: beam 12 (1 is greedy decoding; 2 is almost as good)
+    length_normalization: NonNegativeFloat = 0.0  # the paper ranks hypotheses by their plain log-probability
+    eval_batch_size: PositiveInt = 64  # sentences decoded together (times the beam size rows)
     length_bucket_edges: tuple[int, ...] = (7, 10, 13, 17, 22, 30)  # Fig. 3: BLEU by source length
 
 
@@ -145,11 +146,15 @@ PRESETS = {
             "beam_size": 12, "max_time_minutes": 26.0},
     # the ablation of the cpu preset: it differs from it ONLY in reverse_source
     "cpu-forward": {},  # filled in below
+    # the embedded sample (what `python -m repro run sutskever2014` trains on without real data): the
+    # cpu preset's network, stopped after 4 minutes of training on a laptop CPU
+    "sample": {},  # filled in below
     # seconds on a CPU: every code path on the embedded sample
     "smoke": {"num_layers": 1, "hidden_size": 32, "embedding_size": 16, "optimizer": "adam", "learning_rate": 0.01,
               "training_epochs": 1.0, "max_epochs": 1, "batch_size": 64, "beam_size": 2, "max_length": 60},
 }
 PRESETS["cpu-forward"] = {**PRESETS["cpu"], "reverse_source": False}
+PRESETS["sample"] = {**PRESETS["cpu"], "max_time_minutes": 4.0}
 
 
 class Seq2SeqLSTM(nn.Module):
@@ -207,7 +212,8 @@ def learning_rate_factor(epochs: float, config: Sutskever2014Config) -> float:
 class Sutskever2014(L.LightningModule):
     def __init__(self, config: dict, source_vocabulary: dict, target_vocabulary: dict, paper: str = NAME):
         super().__init__()
-        self.save_hyperparameters()  # config and vocabularies travel inside every checkpoint
+        # config and vocabularies travel inside every checkpoint; loggers get the config only (repro.run logs it)
+        self.save_hyperparameters(logger=False)
         self.config = config_from_dict(Sutskever2014Config, config)
         self.source_vocabulary = Vocabulary.from_dict(source_vocabulary)
         self.target_vocabulary = Vocabulary.from_dict(target_vocabulary)
@@ -215,8 +221,7 @@ class Sutskever2014(L.LightningModule):
         self.pad, self.bos, self.eos = (self.target_vocabulary.index(w) for w in (PAD, BOS, EOS))
         self.network = Seq2SeqLSTM(len(self.source_vocabulary), len(self.target_vocabulary), c.embedding_size,
                                    c.hidden_size, c.num_layers, c.dropout, c.init_range, self.pad)
-        self.negative_log_likelihood = nn.ModuleDict({name: SumMetric() for name in ("val", "test")})
-        self.token_count = nn.ModuleDict({name: SumMetric() for name in ("val", "test")})
+        self.perplexity = nn.ModuleDict({name: Perplexity() for name in ("val", "test")})
         self.translations: list = []
 
     # --- training -------------------------------------------------------------------------------
@@ -258,21 +263,18 @@ class Sutskever2014(L.LightningModule):
 
     # --- perplexity per target word (</s> included), summed over the whole set, then exp ----------
     def _accumulate(self, name: str, batch) -> None:
-        nll, tokens = self._summed_nll(batch)
-        self.negative_log_likelihood[name].update(nll)
-        self.token_count[name].update(tokens)
+        self.perplexity[name].update(*self._summed_nll(batch))
 
     def _perplexity(self, name: str) -> float:
-        nll, count = float(self.negative_log_likelihood[name].compute()), float(self.token_count[name].compute())
-        self.negative_log_likelihood[name].reset()
-        self.token_count[name].reset()
-        return math.exp(nll / count) if nll / count < 700 else math.inf
+        value = float(self.perplexity[name].compute())  # the sums of every process, then one exp
+        self.perplexity[name].reset()
+        return value
 
     def validation_step(self, batch, batch_index):
         self._accumulate("val", batch)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/ppl", self._perplexity("val"), prog_bar=True)  # SumMetric already summed over ranks
+        self.log("val/ppl", self._perplexity("val"), prog_bar=True)
 
     # --- test: perplexity, then beam search, gathered from every rank and scored once -----------
     def on_test_epoch_start(self) -> None:

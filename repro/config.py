@@ -8,24 +8,57 @@ and in its run record.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from typing import Any, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
 
 from repro.errors import UserError
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts; ``Annotated[int, Range(1)]`` reads "an int of at least 1"."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def check(self, value) -> str | None:
+        """None if ``value`` is in range, else what it must be."""
+        if value is None:
+            return None
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if value < self.low or (value == self.low and not self.low_inclusive):
+            return f"must be {'at least' if self.low_inclusive else 'greater than'} {self.low:g}"
+        if value > self.high or (value == self.high and not self.high_inclusive):
+            return f"must be {'at most' if self.high_inclusive else 'less than'} {self.high:g}"
+        return None
+
+
+# Field types of configs: sizes and counts, rates, probabilities. A value outside the range is a
+# one-line error naming the option it came from, before anything is built.
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0, low_inclusive=False)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Probability = Annotated[float, Range(0, 1, high_inclusive=False)]  # dropout: 1 would drop everything
 
 
 @dataclasses.dataclass
 class TrainingConfig:
     """Fields every paper's config has; papers subclass this and add their own."""
 
-    seed: int = 1234
-    max_epochs: int = 20
-    batch_size: int = 32
-    gradient_clip_val: float | None = None  # clip the global gradient norm at this value
+    seed: NonNegativeInt = 1234
+    max_epochs: PositiveInt = 20
+    batch_size: PositiveInt = 32
+    gradient_clip_val: PositiveFloat | None = None  # clip the global gradient norm at this value
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
-    accumulate_grad_batches: int = 1
-    max_time_minutes: float | None = None  # stop training after this wall-clock time (then test as usual)
+    accumulate_grad_batches: PositiveInt = 1
+    max_time_minutes: PositiveFloat | None = None  # stop training after this wall-clock time (then test as usual)
 
     # The world-size rule (repro/scaling.py; class attributes, not fields): each paper states what stays
     # fixed when devices or nodes change. The default is Lightning's: batch_size per process.
@@ -40,6 +73,8 @@ _FALSE = {"0", "false", "no", "off"}
 def _coerce(text: str, annotation: Any, key: str) -> Any:
     """Turn the text of ``--set key=text`` into a value of the field's type, or say why not."""
     origin = typing.get_origin(annotation)
+    if origin is Annotated:  # the range is checked on the resolved config (check_ranges)
+        return _coerce(text, typing.get_args(annotation)[0], key)
     if origin in (Union, types.UnionType):
         options = typing.get_args(annotation)
         if type(None) in options and text.lower() in {"none", "null"}:
@@ -79,7 +114,28 @@ def _coerce(text: str, annotation: Any, key: str) -> Any:
 
 
 def field_types(config_class: type) -> dict[str, Any]:
-    return typing.get_type_hints(config_class)
+    return typing.get_type_hints(config_class, include_extras=True)
+
+
+def field_range(annotation: Any) -> Range | None:
+    """The Range of an ``Annotated[..., Range(...)]`` field type (also inside ``X | None``)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        ranges = [field_range(option) for option in typing.get_args(annotation)]
+        return next((r for r in ranges if r is not None), None)
+    if typing.get_origin(annotation) is Annotated:
+        return next((meta for meta in typing.get_args(annotation)[1:] if isinstance(meta, Range)), None)
+    return None
+
+
+def check_ranges(config: Any, origins: dict[str, str]) -> None:
+    """Every field with a Range holds a value inside it; ``origins`` says where each key was set."""
+    for name, annotation in field_types(type(config)).items():
+        allowed = field_range(annotation)
+        value = getattr(config, name, None)
+        problem = allowed.check(value) if allowed is not None and isinstance(value, (int, float)) else None
+        if problem:
+            where = origins.get(name, f"the default of {type(config).__name__}")
+            raise UserError(f"{where}: {name}={value} {problem}")
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any], origin: str) -> Any:
@@ -112,9 +168,15 @@ def resolve_config(config_class: type, presets: dict[str, dict[str, Any]], prese
     if preset not in presets:
         raise UserError(f"unknown preset {preset!r}; valid presets: {', '.join(presets)}")
     config = apply_overrides(config_class(), presets[preset], origin=f"preset {preset!r}")
-    config = apply_overrides(config, parse_set_arguments(config_class, list(assignments)), origin="--set")
+    assigned = parse_set_arguments(config_class, list(assignments))
+    config = apply_overrides(config, assigned, origin="--set")
     flags = {key: value for key, value in flag_overrides.items() if value is not None}
-    return apply_overrides(config, flags, origin="flags")
+    config = apply_overrides(config, flags, origin="flags")
+    origins = {key: f"preset {preset!r}" for key in presets[preset]}
+    origins.update({key: f"--set {key}" for key in assigned})
+    origins.update({key: f"--{key.replace('_', '-')}" for key in flags})
+    check_ranges(config, origins)
+    return config
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

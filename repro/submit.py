@@ -90,11 +90,19 @@ def sbatch_script(args: argparse.Namespace, job_name: str, log_dir: Path) -> str
 
 
 def check_request(args: argparse.Namespace) -> None:
-    """Everything that can be checked here fails now, not after the job waited in the queue."""
+    """Everything that can be checked here fails now, not after the job waited in the queue. With no
+    --preset, the job gets the one `repro run` would choose here (paper on real data, else sample)."""
     entry = get_paper(args.paper)
     if not entry.built:
         built = ", ".join(p.name for p in all_papers() if p.built)
         raise UserError(f"{entry.name} is registered but not built yet; built papers: {built}")
+    if args.preset is None:
+        from datamodules.catalog import choose_dataset, resolve_data_dir
+        from repro.run import choose_preset
+
+        root, origin = resolve_data_dir(args.data_dir)
+        dataset, _ = choose_dataset(args.data, entry.datasets, root, origin)
+        args.preset, _ = choose_preset(entry, None, dataset.embedded)
     resolve_config(entry.config_class, entry.presets, args.preset, args.overrides, seed=args.seed,
                    max_epochs=args.max_epochs, accumulate_grad_batches=args.accumulate_grad_batches)
     if args.nodes < 1:

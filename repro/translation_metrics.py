@@ -1,4 +1,4 @@
-"""Corpus BLEU in the two conventions papers use, both through sacrebleu, and perplexity.
+"""Corpus BLEU in the two conventions papers use, both through sacrebleu (perplexity: ``repro.metrics``).
 
 BLEU is Papineni et al. 2002's corpus score: the geometric mean of clipped 1..4-gram precisions
 times a brevity penalty, summed over the whole test set (never an average of sentence scores).
@@ -13,8 +13,6 @@ Every result carries sacrebleu's signature string and says its scale: 0-100, as 
 """
 
 from __future__ import annotations
-
-import math
 
 from sacrebleu.metrics import BLEU
 
@@ -55,15 +53,3 @@ def multi_bleu(hypotheses_tokenized: list[str], references_tokenized: list) -> d
 def sacrebleu_score(hypotheses_detokenized: list[str], references_detokenized: list) -> dict:
     """sacrebleu's default BLEU (tok:13a, smooth:exp) of detokenized text; references as in ``multi_bleu``."""
     return _score(BLEU(), hypotheses_detokenized, references_detokenized)
-
-
-def perplexity(total_nll: float, token_count: int) -> float:
-    """exp(summed negative log-likelihood in nats / number of tokens) over the whole evaluation set.
-
-    Sum the NLL and the counts over all batches first: the mean of per-batch perplexities is not the
-    corpus perplexity (batches differ in length and exp is convex).
-    """
-    total_nll, token_count = float(total_nll), int(token_count)
-    if token_count <= 0:
-        raise UserError(f"perplexity over {token_count} tokens is undefined: the evaluation set has no tokens")
-    return math.exp(total_nll / token_count)

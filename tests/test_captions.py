@@ -81,7 +81,7 @@ def test_missing_images_are_counted_and_skipped(tmp_path, capsys):
 
 def test_no_images_at_all_is_an_error_naming_the_folders(tmp_path):
     root = write_flickr8k(tmp_path, images=False)
-    with pytest.raises(UserError, match="no images folder under .*looked for flickr8k_images"):
+    with pytest.raises(UserError, match="no images folder under .*looked for .*flickr8k_images"):
         datamodule(root).images
 
 
@@ -145,11 +145,31 @@ def test_features_batches_and_corrupt_image(tmp_path, capsys):
     module.setup("fit")
     assert len(module.images["train"]) == 5  # the corrupt one is dropped, counted
     batch = next(iter(module.train_dataloader()))
-    assert batch.encoder_inputs.shape == (4, module.encoder.feature_dim)
+    assert batch.visual.kind == "pooled" and batch.visual.features.shape == (4, module.encoder.feature_dim)
     assert batch.captions[:, 0].eq(module.vocabulary.index("<start>")).all()
+    assert batch.references is None  # training batches carry no references
     evaluation = next(iter(module.val_dataloader()))
-    assert evaluation.captions.shape[0] == 5 * evaluation.encoder_inputs.shape[0]  # all captions of each image
-    assert evaluation.caption_image.tolist() == [0] * 5 + [1] * 5
+    assert evaluation.captions.shape[0] == 5 * len(evaluation.visual)  # all captions of each image
+    assert evaluation.caption_owner.tolist() == [0] * 5 + [1] * 5
+    # what evaluation needs arrives in the batch: ids, raw references, media relative to the images folder
+    assert evaluation.ids == ["1006_img.jpg", "1007_img.jpg"] and evaluation.positions.tolist() == [0, 1]
+    assert evaluation.references[0][0].endswith("background.") and evaluation.media == evaluation.ids
+
+
+def test_spatial_features_reach_the_batches_and_the_evaluation_set(tmp_path):
+    module = datamodule(write_flickr8k(tmp_path), visual_features="spatial", image_size=64)
+    module.prepare_data()
+    module.setup("fit")
+    h, w = module.encoder.spatial_grid
+    batch = next(iter(module.train_dataloader()))
+    assert batch.visual.kind == "spatial" and batch.visual.grid == (h, w)
+    assert batch.visual.features.shape == (4, h * w, module.encoder.spatial_dim)
+    assert batch.visual.features.dtype == torch.float32 and module.visual_dim == module.encoder.spatial_dim
+    test = module.evaluation_set("test")
+    assert test.ids == ["1008_img.jpg", "1009_img.jpg"] and len(test.references[1]) == 5
+    assert test.pooled.shape == (2, module.encoder.feature_dim)  # retrieval uses pooled vectors whatever the model takes
+    assert test.visual([1]).features.shape == (1, h * w, module.encoder.spatial_dim)
+    assert (test.media_root / test.media[0]).is_file()
 
 
 def test_evaluation_shards_cover_every_image_once():
@@ -158,10 +178,13 @@ def test_evaluation_shards_cover_every_image_once():
 
 
 def test_collate_pads_and_maps_captions_to_images():
-    items = [(0, torch.zeros(3), [torch.tensor([1, 5, 2])]), (4, torch.ones(3), [torch.tensor([1, 2]), torch.tensor([1, 6, 7, 2])])]
-    batch = collate(items)
+    items = [{"position": 0, "id": "a", "visual": torch.zeros(3), "captions": [torch.tensor([1, 5, 2])]},
+             {"position": 4, "id": "b", "visual": torch.ones(3),
+              "captions": [torch.tensor([1, 2]), torch.tensor([1, 6, 7, 2])]}]
+    batch = collate(items, "pooled")
     assert batch.captions.tolist() == [[1, 5, 2, 0], [1, 2, 0, 0], [1, 6, 7, 2]]
-    assert batch.caption_image.tolist() == [0, 1, 1] and batch.image_positions.tolist() == [0, 4]
+    assert batch.caption_owner.tolist() == [0, 1, 1] and batch.positions.tolist() == [0, 4]
+    assert batch.ids == ["a", "b"] and batch.visual.features.shape == (2, 3)
 
 
 def test_shapes_sample_is_deterministic_and_in_karpathy_format(tmp_path):
@@ -178,6 +201,6 @@ def test_shapes_sample_is_deterministic_and_in_karpathy_format(tmp_path):
 def test_real_flickr8k_subset_is_found_and_counted(capsys):
     root = shared_data("flickr8k_text").parent
     shared_data("flickr8k_images_subset")
-    module = CaptionDataModule("flickr8k", root, "efficientnet-lite0")
+    module = CaptionDataModule("flickr8k", root, "efficientnet-lite0", image_dir="flickr8k_images_subset/images")
     assert [len(module.images[s]) for s in ("train", "val", "test")] == [753, 113, 125]
     assert "991 of 8000 images found" in capsys.readouterr().out

@@ -92,22 +92,36 @@ def test_sample_generates_text_from_the_checkpoint(finished_run, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
-def test_table_is_generated_from_records(finished_run):
+def test_table_is_generated_from_records(finished_run, monkeypatch, capsys):
     _, results, _ = finished_run
     record = max((json.loads(p.read_text()) for p in (results / "runs").glob("*.json")), key=lambda r: r["finished_at"])
+    monkeypatch.setattr("repro.tables.trace_problem", lambda record: None)  # as from a clean commit (tests/test_tables.py)
     assert main(["table", "--results", str(results)]) == 0
     table = (results / "mikolov2010.md").read_text()
     assert "| published (Mikolov et al. 2011, PTB table) | RNNLM (single) | ptb |" in table
     assert f"{record['metrics']['test/ppl']:.1f}" in table and "embedded sample" in table
     assert (results / "mikolov2010_validation.png").is_file()
     assert "vinyals2014" in (results / "README.md").read_text()
+    # regenerating changes nothing, and --check says so
+    assert main(["table", "--check", "--results", str(results)]) == 0
+    assert "all current" in capsys.readouterr().out
+    # an untraceable record is a DRAFT row and fails the check
+    monkeypatch.setattr("repro.tables.trace_problem", lambda record: "run from uncommitted code")
+    assert main(["table", "--check", "--results", str(results)]) == 1
+    assert "run from uncommitted code" in capsys.readouterr().err
+    assert main(["table", "--results", str(results)]) == 0
+    assert "DRAFT (run from uncommitted code)" in (results / "mikolov2010.md").read_text()
 
 
 # Two processes (DDP over gloo) train exactly like one: tests/test_distributed_training.py
 
 
-def test_non_finite_loss_stops_with_a_message_and_no_record(tmp_path, capsys):
-    assert main(["run", "mikolov2010", *TINY, "--set", "learning_rate=nan",
+def test_non_finite_loss_stops_with_a_message_and_no_record(tmp_path, capsys, monkeypatch):
+    from papers.mikolov2010 import Mikolov2010
+
+    training_step = Mikolov2010.training_step  # a model that diverges (a NaN rate is refused as bad input)
+    monkeypatch.setattr(Mikolov2010, "training_step", lambda self, batch, i: training_step(self, batch, i) * float("nan"))
+    assert main(["run", "mikolov2010", *TINY,
                  "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]) == 2
     assert "non-finite training loss" in capsys.readouterr().err
     assert not list((tmp_path / "results").rglob("*.json"))

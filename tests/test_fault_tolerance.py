@@ -129,3 +129,20 @@ def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch):
     with pytest.raises(UserError, match=r"--precision bf16-mixed: this GPU \(Tesla V100-SXM2-16GB\) has no bfloat16"):
         check_precision(TrainerOptions(accelerator="gpu", precision="bf16-mixed"))
     check_precision(TrainerOptions(accelerator="gpu", precision="16-mixed"))  # float16 is fine there
+
+
+def test_resume_from_a_preemption_checkpoint_finds_its_run_directory(tmp_path):
+    """SLURM preemption leaves RUN/hpc_ckpt_N.ckpt; checkpoints/last.ckpt sits one level down."""
+    from repro.run import RunRequest, find_resume_checkpoint, run_directory_of
+
+    run = tmp_path / "outputs" / "mikolov2010" / "mikolov2010-paper-ptb-job77"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    for checkpoint in (run / "hpc_ckpt_3.ckpt", run / "checkpoints" / "last.ckpt"):
+        checkpoint.write_bytes(b"x")
+        assert run_directory_of(checkpoint) == run.resolve()
+        request = RunRequest("mikolov2010", resume=str(checkpoint))
+        assert find_resume_checkpoint(request, tmp_path / "outputs" / "mikolov2010", "ptb") == (run.resolve(), checkpoint)
+    # a run directory whose only checkpoint is Lightning's preemption one resumes from it
+    (run / "checkpoints" / "last.ckpt").unlink()
+    assert find_resume_checkpoint(RunRequest("mikolov2010", resume=str(run)), tmp_path, "ptb") == (run, run / "hpc_ckpt_3.ckpt")

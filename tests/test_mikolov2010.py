@@ -73,7 +73,7 @@ def test_perplexity_matches_a_hand_computation_word_by_word(tiny_corpus):
     with torch.no_grad():
         for batch in data.val_dataloader():
             state = module._score("val", network, *batch, state)
-    assert module._perplexity("val")[0] == pytest.approx(expected, rel=1e-5)
+    assert module._perplexity("val") == pytest.approx(expected, rel=1e-5)
 
 
 def test_checkpoint_carries_config_and_vocabulary(tiny_corpus, tmp_path):

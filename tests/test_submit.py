@@ -21,8 +21,8 @@ def directives(script: str) -> list[str]:
 
 
 def test_the_script_asks_slurm_for_the_flags_and_requeue_on_preemption(capsys, tmp_path):
-    script = dry_run(capsys, "--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu", "--time", "1-00:00:00",
-                     "--account", "lab", "--cpus-per-task", "8", "--out", str(tmp_path / "out"))
+    script = dry_run(capsys, "--preset", "paper", "--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu",
+                     "--time", "1-00:00:00", "--account", "lab", "--cpus-per-task", "8", "--out", str(tmp_path / "out"))
     assert script.startswith("#!/bin/bash\n")
     assert directives(script) == [
         "--job-name=repro-mikolov2010-paper", "--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4",
@@ -38,6 +38,8 @@ def test_the_script_asks_slurm_for_the_flags_and_requeue_on_preemption(capsys, t
                         ("--out", str(tmp_path / "out")), ("--checkpoint-every-minutes", "30")):
         assert command[command.index(flag) + 1] == value, flag
     assert "--no-progress" in command and "--resume" not in command  # the job resumes by its job id
+    # with no --preset, the job gets what `repro run` would choose here: no real data, so the sample's
+    assert "--job-name=repro-mikolov2010-sample" in directives(dry_run(capsys, "--gpus-per-node", "1"))
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
-import torch
 
 from repro.errors import UserError
-from repro.translation_metrics import multi_bleu, perplexity, sacrebleu_score
+from repro.translation_metrics import multi_bleu, sacrebleu_score
 
 # The example of sacrebleu's README ("Using SacreBLEU from Python"), per hypothesis here.
 SYSTEM = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
@@ -70,16 +68,3 @@ def test_no_smoothing_in_multi_bleu_but_sacrebleu_smooths():
 def test_bad_input_is_a_user_error(hypotheses, references, message):
     with pytest.raises(UserError, match=message):
         multi_bleu(hypotheses, references)
-
-
-def test_perplexity_is_exp_of_the_summed_nll_per_token():
-    batches = [(torch.tensor(2.0), 1), (torch.tensor(30.0), 10)]  # (summed NLL in nats, tokens)
-    corpus = perplexity(sum(nll for nll, _ in batches), sum(count for _, count in batches))
-    assert corpus == pytest.approx(math.exp(32.0 / 11))
-    mean_of_batches = sum(math.exp(float(nll) / count) for nll, count in batches) / len(batches)
-    assert corpus != pytest.approx(mean_of_batches)  # the average of per-batch perplexities is wrong
-
-
-def test_perplexity_of_no_tokens_is_a_clear_error():
-    with pytest.raises(UserError, match="0 tokens"):
-        perplexity(0.0, 0)

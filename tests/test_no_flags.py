@@ -1,0 +1,49 @@
+"""`python -m repro run PAPER` with no flags works on a fresh machine with no network, for every built paper.
+
+The network is cut (every socket connect and name lookup fails), the data root is empty, so the run
+must take the paper's embedded sample and its `sample` preset, say so loudly, and finish with a run
+record. Only the number of epochs is cut (`--max-epochs 1`) to keep the suite fast; the closing
+notes give the full no-flag run times.
+"""
+
+import json
+import socket
+
+import pytest
+
+from repro.cli import main
+from repro.registry import SAMPLE_PRESET, all_papers
+
+BUILT = [entry.name for entry in all_papers() if entry.built]
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("[Errno 101] Network is unreachable (cut by the test)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_the_network_is_really_cut(offline):
+    import urllib.request
+
+    with pytest.raises(OSError):
+        urllib.request.urlopen("https://download.pytorch.org/models/googlenet-1378be20.pth", timeout=5)
+
+
+@pytest.mark.parametrize("paper", BUILT)
+def test_no_flags_trains_and_scores_the_embedded_sample_offline(paper, offline, tmp_path, capsys):
+    assert main(["run", paper, "--max-epochs", "1", "--no-progress", "--out", str(tmp_path / "out"),
+                 "--results", str(tmp_path / "results")]) == 0
+    printed = capsys.readouterr().out
+    assert "using the EMBEDDED SAMPLE" in printed and f"PRESET: {SAMPLE_PRESET} (no --preset given" in printed
+    [path] = (tmp_path / "results" / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["preset"] == SAMPLE_PRESET and record["data_source"] == "embedded sample"
+    assert record["metrics"] and all(value == value for value in record["metrics"].values())  # no NaN
+    if "encoder" in record["config"]:  # captioners say which CNN and weights, and where the weights came from
+        assert "ENCODER: " in printed and "offline" in printed
+        assert record["config"]["encoder_weights"] == "imagenet"  # real ImageNet features, without a download

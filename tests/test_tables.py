@@ -1,0 +1,87 @@
+"""Results that trace back to the code that made them, and tables that are current."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repro import records, tables
+from repro.records import git_state, trace_problem
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def repository(tmp_path, monkeypatch):
+    """A small git repository standing in for the suite's: a built paper and a stub, one commit."""
+    folder = tmp_path / "repo"
+    (folder / "papers").mkdir(parents=True)
+    (folder / "papers" / "built.py").write_text("register_paper(PaperEntry(name='built', module_class=Built))\n")
+    (folder / "papers" / "stub.py").write_text("register_paper(PaperEntry(name='stub', module_class=None))\n")
+    (folder / ".gitignore").write_text("outputs/\n")
+    git(folder, "init", "-q")
+    git(folder, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git(folder, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "papers")
+    monkeypatch.setattr(records, "source_root", lambda: folder)
+    return folder
+
+
+def test_git_state_counts_untracked_code_but_not_results_or_ignored_files(repository):
+    assert git_state()["dirty"] is False
+    (repository / "outputs").mkdir()
+    (repository / "outputs" / "last.ckpt").write_text("ignored")
+    (repository / "results" / "runs").mkdir(parents=True)
+    (repository / "results" / "runs" / "a.json").write_text("{}")  # records are what runs produce
+    assert git_state()["dirty"] is False
+    (repository / "papers" / "new.py").write_text("# never committed\n")
+    state = git_state()
+    assert state["dirty"] is True and state["changed_files"] == ["papers/new.py"]
+
+
+def test_a_record_traces_only_to_a_clean_commit_holding_its_built_paper(repository):
+    commit = git(repository, "rev-parse", "HEAD")
+    assert trace_problem({"paper": "built", "git": {"commit": commit, "dirty": False}}) is None
+    assert "uncommitted" in trace_problem({"paper": "built", "git": {"commit": commit, "dirty": True}})
+    assert "not built yet" in trace_problem({"paper": "stub", "git": {"commit": commit, "dirty": False}})
+    assert "has no papers/gone.py" in trace_problem({"paper": "gone", "git": {"commit": commit, "dirty": False}})
+    assert "not in this branch's history" in trace_problem({"paper": "built", "git": {"commit": "0" * 40, "dirty": False}})
+    assert "no commit" in trace_problem({"paper": "built", "git": {}})
+    # a record made by a tool rather than a paper's module names its producer
+    assert "has no repro/tool.py" in trace_problem({"paper": "stub", "producer": "repro/tool.py",
+                                                    "git": {"commit": commit, "dirty": False}})
+
+
+def test_a_figure_carries_the_digest_of_what_it_plots(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def draw(values):
+        figure, axis = plt.subplots()
+        axis.plot([1, 2, 3], values, label="run")
+        axis.set_title("curve")
+        return figure
+
+    first = tables.save_figure(draw([3.0, 2.0, 1.0]), tmp_path / "a.png")
+    same = tables.save_figure(draw([3.0, 2.0, 1.0]), tmp_path / "b.png")
+    other = tables.save_figure(draw([3.0, 2.0, 1.5]), tmp_path / "c.png")
+    assert tables.stored_digest(first) == tables.stored_digest(same) != tables.stored_digest(other)
+    assert tables.stored_digest(tmp_path / "missing.png") is None
+
+
+def test_check_finds_a_stale_page(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "trace_problem", lambda record: None)
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    record = {"paper": "mikolov2010", "preset": "paper", "dataset": "ptb", "data_source": "real",
+              "metrics": {"test/ppl": 130.0}, "finished_at": "2026-12-01T00:00:00+00:00", "epochs": 3}
+    (results / "runs" / "r.json").write_text(json.dumps(record))
+    tables.write_tables(results)
+    assert tables.check_tables(results) == []
+    page = results / "mikolov2010.md"
+    page.write_text(page.read_text().replace("130.0", "120.0"))  # a number typed by hand
+    assert [problem for problem in tables.check_tables(results) if "mikolov2010.md: stale" in problem]

@@ -184,6 +184,15 @@ class CaptionDatasetSpec(DatasetSpec):
     def read_all(self, data_root: Path, image_dir: str = "") -> list[CaptionedImage]:
         return self.read(self.location(data_root), self.media_folder(data_root, image_dir))
 
+    def read_captions(self, data_root: Path) -> list[CaptionedImage]:
+        """Every captioned medium, whether or not the media are on this machine (captions-only work:
+        human agreement, language-only baselines)."""
+        try:
+            media = self.media_folder(data_root)
+        except UserError:
+            media = self.location(data_root) / "media-not-present"
+        return self.read(self.location(data_root), media)
+
     def make_datamodule(self, config, data_root: Path) -> L.LightningDataModule:
         build = self.datamodule or CaptionDataModule.from_config
         return build(config, self.name, data_root)

@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
 
     human = commands.add_parser("human-agreement", help="score human captions leave-one-out (the papers' Human rows)")
-    human.add_argument("dataset", help="flickr8k")
+    human.add_argument("dataset", help="a caption dataset: flickr8k, msvd, ...")
     human.add_argument("--split", default="test")
+    human.add_argument("--paper", help="the paper whose table gets the row (default: the first built captioner of the dataset)")
     human.add_argument("--data-dir")
     human.add_argument("--results", type=Path, default=Path("results"))
 
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "human-agreement":
             from repro.human_agreement import run_human_agreement
 
-            run_human_agreement(args.dataset, args.data_dir, args.results, args.split)
+            run_human_agreement(args.dataset, args.data_dir, args.results, args.split, args.paper)
         elif args.command == "translate":
             from repro.translate import run_translate
 

@@ -50,13 +50,13 @@ from repro.registry import PaperEntry, PublishedResult, register_paper
 NAME = "vinyals2014"
 
 PUBLISHED = (
-    PublishedResult("coco", "test", "bleu_4", 27.7, "NIC", "Vinyals et al. 2015, Table 1 (COCO dev set)"),
+    PublishedResult("coco", "test", "bleu_4", 27.7, "NIC", "Vinyals et al. 2015, Table 1 (COCO dev set)", headline=True),
     PublishedResult("coco", "test", "meteor", 23.7, "NIC", "Vinyals et al. 2015, Table 1 (COCO dev set)"),
     PublishedResult("coco", "test", "cider_d", 85.5, "NIC", "Vinyals et al. 2015, Table 1 (COCO dev set)"),
     PublishedResult("coco", "test", "bleu_4", 21.7, "Human", "Vinyals et al. 2015, Table 1 (COCO dev set)"),
     PublishedResult("coco", "test", "meteor", 25.2, "Human", "Vinyals et al. 2015, Table 1 (COCO dev set)"),
     PublishedResult("coco", "test", "cider_d", 85.4, "Human", "Vinyals et al. 2015, Table 1 (COCO dev set)"),
-    PublishedResult("flickr8k", "test", "bleu_1", 63.0, "NIC", "Vinyals et al. 2015, Table 2"),
+    PublishedResult("flickr8k", "test", "bleu_1", 63.0, "NIC", "Vinyals et al. 2015, Table 2", headline=True),
     PublishedResult("flickr8k", "test", "bleu_1", 70.0, "Human", "Vinyals et al. 2015, Table 2"),
     PublishedResult("flickr30k", "test", "bleu_1", 66.0, "NIC", "Vinyals et al. 2015, Table 2"),
 )

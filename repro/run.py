@@ -247,6 +247,8 @@ def _run(request: RunRequest) -> dict | None:
         "dataset": dataset.name,
         "data_source": "embedded sample" if dataset.embedded else "real",
         "dataset_checksum": datamodule.checksum(),
+        # which part of the dataset was used, when not all of it (e.g. the images present on this machine)
+        "data_subset": datamodule.data_subset() if hasattr(datamodule, "data_subset") else None,
         "metrics": metrics,
         "history": read_history(run_dir / "logs"),
         "config": config_to_dict(config),

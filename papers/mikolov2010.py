@@ -12,27 +12,43 @@ schedule (Sec. 2.1), the class-factorised output layer of the 2011 "Extensions" 
 "dynamic" model that keeps learning on the test text (Sec. 2.1 and Table 1 of the 2010 paper), and
 the interpolated modified Kneser-Ney 5-gram baseline (computed by ``repro.kneser_ney``) on PTB.
 
-Where it departs from the paper, and why:
-- Minibatches: the RNNLM toolkit updates after every word on a single stream. Here ``batch_size``
-  parallel streams are updated together every ``bptt`` words (the layout of pytorch/examples
-  word_language_model), which is what makes a CPU or GPU fast; the learning rate is scaled for the
-  averaged minibatch gradient (see ``learning_rate``) and the gradient norm is clipped.
-- Because of that averaging, the input vectors (the columns of U) get a larger rate than the dense
+The RNNLM toolkit's training, and how much of it this file follows (rnnlm 0.3e sources, rnnlmlib.cpp:
+defaults -alpha 0.1, -beta 1e-7, -min-improvement 1.003, -bptt-block 10, -class 100, no biases):
+- Per-word SGD on one stream: the output weights are updated after every word, U and W after every
+  block of 10 words (``-bptt-block``) with the block's summed BPTT gradient. Here ``batch_size``
+  streams are updated together every ``bptt`` words (the layout of pytorch/examples
+  word_language_model). The ``toolkit`` preset is the toolkit's own pace (one stream, an update every
+  10 words at its rate 0.1 per word, no clipping); it runs for hours on a 2-core CPU
+  (benchmarks/mikolov2010.py), so the runs here use 8 or 32 streams.
+- With minibatches the learning rate is scaled for the averaged gradient (see ``learning_rate``), the
+  gradient norm is clipped, and the input vectors (the columns of U) get a larger rate than the dense
   weights (``input_learning_rate_scale``): per-word SGD moves a word's column at the full rate every
   time the word occurs, while a minibatch mean divides each occurrence's gradient by the number of
   words in the batch. Without it rare words barely learn. PTB validation perplexity after one epoch
   (hidden 200, 32 streams, clip 1): rate 30 alone 392; rate 30 with U at 20x 273; rate 15 with U at
   40x 252; rate 8 with U at 80x 237; rate 4 with U at 160x 240.
-- The toolkit also rejects an epoch whose validation likelihood got worse and restores the previous
-  weights; here the best checkpoint (by validation perplexity) is the one tested, to the same effect.
+- Truncated BPTT: the toolkit propagates each word's error ``-bptt`` steps plus its distance to the
+  end of its block; here each word's error goes back to the start of its ``bptt``-word window.
+- L2 (``l2_regularization``, the toolkit's ``-beta``): every 10th word the toolkit shrinks the weights
+  it touches by beta * alpha; here every weight every 10th update by beta * rate (the same decay per
+  word, see ``Mikolov2010._l2_decay``). At the toolkit's values it is a factor 0.9991 per epoch of PTB.
+- Schedule (2010 paper Sec. 2.1, ``learning_rate_schedule``): keep the rate while validation improves
+  by more than 0.3%, then halve it every epoch, stop at the next epoch that improves less; an epoch
+  that made validation worse is rejected and the previous weights restored (``reject_worse_epochs``).
 - Dynamic evaluation updates the weights after each block of ``bptt`` test words (scored first, then
   learned), not after every single word.
 
-What the runs show (results/mikolov2010.md): with minibatches the paper's schedule starts halving
-after about 4 epochs and stops after 8-9, and the static network ends near the KN5 baseline (above
-it with 32 streams, below it with 8), well short of the published 124.7. The training perplexity is about half
-the validation one (75 against 152 for 200 hidden units, 51 against 156 for 400): the gap to the
-paper is overfitting, not too few epochs, which is why a larger hidden layer alone does not help.
+Departures that change the training, not the model (each has its own row in results/mikolov2010.md):
+- Dropout on the two non-recurrent connections (``dropout`` on s(t) into the output layer,
+  ``input_dropout`` on the word vector U w(t)), never on the recurrent one: Pachitariu & Sahani 2013
+  (arXiv:1301.5650) regularise RNN LMs on PTB with dropout; Zaremba, Sutskever & Vinyals 2014
+  (arXiv:1409.2329) restrict it to the non-recurrent connections. Off in evaluation and in dynamic
+  evaluation.
+
+What the runs show (results/mikolov2010.md; training perplexity per epoch beside validation in its
+figure): without regularisation, minibatch SGD overfits (training perplexity about half the
+validation one), which is why a larger hidden layer alone does not help; dropout closes most of
+that gap.
 """
 
 from __future__ import annotations
@@ -109,13 +125,12 @@ PRESETS = {
     # updates per epoch of 32, and U's rate scale follows the smaller batch (8 x 20 words per update)
     "cpu": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "max_epochs": 30,
             "max_time_minutes": 27.0},
-    # Real PTB on a 2-core CPU in about 30 minutes, with dropout on the non-recurrent connections
-    # (results/mikolov2010.md has its rows and the ablations below)
-    "ptb": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "max_epochs": 30,
-            "max_time_minutes": 27.0, "dropout": 0.3},
+    # Real PTB on a 2-core CPU: 8 streams (4x the updates of 32 per epoch), U's rate scale for 8 x 20
+    # words per update, and dropout 0.5 on s(t) into the output layer; the schedule ends it (about 30
+    # minutes; results/mikolov2010.md has its rows and the ablations below)
+    "ptb": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "dropout": 0.5},
     # ablation: the ptb preset without dropout
-    "ptb-no-dropout": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "max_epochs": 30,
-                       "max_time_minutes": 27.0},
+    "ptb-no-dropout": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0},
     # The toolkit's own training as far as this code goes: one stream, an update every 10 words (its
     # BPTT block), its rate 0.1 per word (a mean over 10 words at rate 1.0) on every weight alike, no
     # gradient clipping. Hours on a 2-core CPU (benchmarks/mikolov2010.py gives its tokens/s).

@@ -162,7 +162,8 @@ def test_training_perplexity_of_an_epoch_is_the_corpus_value(tiny_corpus):
     module, _ = _model(tiny_corpus)
     data = PennTreebankDataModule(tiny_corpus, batch_size=2, bptt=7, check_standard_ptb=False)
     logged = {}
-    module._trainer = SimpleNamespace(world_size=1, global_rank=0, optimizers=[module.configure_optimizers()])
+    module._trainer = SimpleNamespace(world_size=1, global_rank=0, log_every_n_steps=1,
+                                      optimizers=[module.configure_optimizers()])
     module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
     module.state, nll, words = None, 0.0, 0
     batches = list(data.train_dataloader())

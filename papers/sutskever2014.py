@@ -298,6 +298,7 @@ class Sutskever2014(L.LightningModule):
         scores = score_once(score_translations, gathered, c.target_language, c.length_bucket_edges, c.lowercase)
         for key, value in scores["metrics"].items():
             self.log(key, value)
+        self.scoring = {"signatures": scores["signatures"]}  # into the run record (repro.run)
         if self.trainer.is_global_zero and self.trainer.default_root_dir:
             folder = Path(self.trainer.default_root_dir)
             if folder.is_dir():

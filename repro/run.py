@@ -267,6 +267,8 @@ def _run(request: RunRequest) -> dict | None:
         "versions": library_versions(),
         "hardware": hardware(trainer),
     }
+    if getattr(module, "scoring", None):  # how the metrics were computed, e.g. sacreBLEU's signatures
+        record["scoring"] = module.scoring
     if hasattr(module, "record_examples"):  # e.g. captioners: a few test media with their captions
         record["examples"] = module.record_examples(baseline_outputs)
     record_path = write_record(record, runs_dir)

@@ -141,6 +141,7 @@ def test_smoke_run_through_the_cli_writes_a_record(smoke_run):
     scores = json.loads((Path(record["run_dir"]) / "test_scores.json").read_text())
     assert scores["metrics"]["test/sacrebleu"] == pytest.approx(metrics["test/sacrebleu"])
     assert scores["signatures"]["test/sacrebleu"].startswith("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
+    assert record["scoring"]["signatures"] == scores["signatures"]  # the record says how it was scored
 
 
 def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):

@@ -262,16 +262,10 @@ class Mao2014(CaptioningModule):
         self.log("train/loss", loss)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        if self.encoder is not None:
-            self.encoder.eval()  # --set fine_tune_encoder=true: train the weights, keep ImageNet's batch-norm statistics
-
     def configure_optimizers(self):
         # The paper fixes the CNN (Sec. 6) and names updating it as future work; fine_tune_encoder gives the
         # CNN its own small rate, outside the L2 term of Eq. 6 (which covers the m-RNN's own parameters)
-        groups = [{"params": self.network.parameters(), "lr": self.config.learning_rate}]
-        if self.encoder is not None:
-            groups.append({"params": self.encoder.parameters(), "lr": self.config.encoder_learning_rate})
+        groups = self.parameter_groups(self.network, self.config.learning_rate)
         if self.config.optimizer == "adam":
             return torch.optim.Adam(groups)
         return torch.optim.SGD(groups)

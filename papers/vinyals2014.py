@@ -162,10 +162,6 @@ class Vinyals2014(CaptioningModule):
         return self.network.step(last_words, state)
 
     # --- training ------------------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        if self.encoder is not None:
-            self.encoder.eval()  # fine-tune the weights, but keep ImageNet's batch-norm statistics
-
     def training_step(self, batch: CaptionBatch, batch_index: int) -> torch.Tensor:
         nll = self.training_nll(batch)
         loss = nll.mean()  # Eq. 13 summed over each caption's words, averaged over the batch's captions
@@ -173,9 +169,7 @@ class Vinyals2014(CaptioningModule):
         return loss
 
     def configure_optimizers(self):
-        groups = [{"params": self.network.parameters(), "lr": self.config.learning_rate}]
-        if self.encoder is not None:
-            groups.append({"params": self.encoder.parameters(), "lr": self.config.encoder_learning_rate})
+        groups = self.parameter_groups(self.network, self.config.learning_rate)
         if self.config.optimizer == "adam":
             return torch.optim.Adam(groups, weight_decay=self.config.weight_decay)
         return torch.optim.SGD(groups, momentum=0.0, weight_decay=self.config.weight_decay)

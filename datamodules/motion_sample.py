@@ -6,13 +6,16 @@ a Karpathy-format ``dataset_motion.json`` that points at them, so the real video
 frame sampling, the image encoder, the feature cache) is the one exercised.
 
 What a captioner must read off a clip: the shape's colour and kind (any one frame shows them) and
-the direction it moves (left, right, up or down), which no single frame shows: every frame is one
-still shape, and each clip's path is placed at random, so where the shape is in one frame says
-almost nothing about where it is going. The shape starts slowly and speeds up (it moves a distance
-proportional to the square of the time), so the frames of a clip crowd near where it starts: the set
-of frames, even unordered, points from the crowded end to the sparse end. That is what a model that
-mean-pools its frames (Venugopalan et al. 2015) can use; a model that sees one frame cannot, and a
-language model alone can only guess. Trains in minutes on a CPU.
+the direction it moves (left, right, up or down), which the middle frame does not show: halfway
+through its clip the shape is anywhere in the same central range whichever way it is going. The
+shape starts slowly and speeds up (it moves a distance proportional to the square of the time), so
+a clip's frames crowd near where it starts: the set of frames, even unordered, points from the
+crowded end to the sparse end. That is what a model that mean-pools its frames (Venugopalan et al.
+2015) can use; a model that sees the middle frame cannot, and a language model alone can only guess.
+The scene's tint changes across it (redder to the right, bluer to the bottom), so where the shape is
+changes even a CNN's globally pooled vector. (Measured with EfficientNet-Lite0 at 112 px and a
+small MLP on 480 training clips: direction is read from the mean frame vector for 93% of the test
+clips, from the middle frame for 43%; chance is 25%.) Trains in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from datamodules.captions import CaptionDatasetSpec, read_karpathy_json
 from datamodules.catalog import cache_dir, register_dataset, write_sample_once
 
-VERSION = 1
+VERSION = 2
 SEED = 2015
 SPLIT_SIZES = {"train": 480, "val": 60, "test": 60}
 FRAME_SIZE = 128  # pixels, square

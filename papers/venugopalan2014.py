@@ -115,7 +115,7 @@ class Venugopalan2014Config(CaptionerConfig):
     beam_size: PositiveInt = 1  # greedy, as the authors' released video captioner (see the docstring)
     max_decode_length: PositiveInt = 20
     # --- transfer from image captions (LSTM-YT_coco, LSTM-YT_coco+flickr) ----------------------------
-    pretrained_on: Literal["none", "coco", "coco+flickr30k"] = "none"  # which image captions init_from was trained on
+    pretrained_on: Literal["none", "coco", "coco+flickr30k", "shapes"] = "none"  # the image captions init_from was trained on
     init_from: str = ""  # best.ckpt of a venugopalan2014 run on image captions (same encoder and sizes)
 
     visual_features = "frames"  # per-frame vectors; visual_context pools them
@@ -334,8 +334,10 @@ def attribute_accuracy(captions: dict[str, str], annotations: dict[str, dict]) -
 
 
 def retrieval_with_attributes(config, datamodule) -> BaselineResult:
-    """Nearest-neighbour retrieval (Devlin et al. 2015) on the clips' mean frame vectors, scored with the
-    same metrics (and, on the motion sample, attribute accuracy); nothing in a captions-only run."""
+    """Nearest-neighbour retrieval (Devlin et al. 2015) on the clips' mean frame vectors.
+
+    Scored with the same metrics (and, on the motion sample, attribute accuracy); nothing in a
+    captions-only run, which has no visual vectors to compare."""
     if not config.needs_media:
         return BaselineResult("nearest-neighbour", {})
     result = retrieval_baseline(config, datamodule)
@@ -384,6 +386,8 @@ def transfer_from_image_run(module: Venugopalan2014, checkpoint: str) -> str:
     rows_old = torch.tensor([old.index(word) for word in shared])
     with torch.no_grad():
         for name, value in network.items():
+            if f"network.{name}" not in weights:
+                raise UserError(f"{option}: the checkpoint has no network.{name}")
             trained = weights[f"network.{name}"]
             if name in TRANSFERRED_BY_WORD:
                 value[rows_new] = trained[rows_old]

@@ -297,12 +297,13 @@ def write_small_msvd(root: Path) -> Path:
 def test_language_only_trains_on_msvd_captions_without_any_video(tmp_path, capsys):
     root = write_small_msvd(tmp_path / "data")
     assert main(["run", "venugopalan2014", *SMOKE, "--data", "msvd", "--data-dir", str(root), "--set", "visual_input=none",
-                 "--set", "min_word_count=1", "--max-epochs", "1", "--out", str(tmp_path / "out"),
+                 "--set", "min_word_count=1", "--set", "batch_size=8", "--max-epochs", "1", "--out", str(tmp_path / "out"),
                  "--results", str(tmp_path / "results")]) == 0
     printed = capsys.readouterr().out
     assert "CAPTIONS ONLY: msvd's 12 clips are used for their captions; no video is read" in printed
     [record] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
     assert record["data_source"] == "real" and record["config"]["visual_input"] == "none"
+    assert record["global_step"] == 3  # 24 training captions in batches of 8: it trained
     assert "test/bleu_4" in record["metrics"] and not any("@" in key for key in record["metrics"])
     # with the videos required, their absence is one line naming the folder looked in
     assert main(["run", "venugopalan2014", *SMOKE, "--data", "msvd", "--data-dir", str(root)]) == 2

@@ -283,7 +283,7 @@ class VideoCaptionDataModule(CaptionDataModule):
                 counts = " / ".join(f"{sum(c.split == s for c in present)} {s}" for s in SPLITS)
                 print(f"DATA: {self.dataset}: {len(present)} of {len(everything)} videos found under "
                       f"{self._media_root} ({counts}){note}", flush=True)
-            self._images = {split: [clip for clip in present if clip.split == split] for split in SPLITS}
+            self._keep(everything, present)
             for split in SPLITS:
                 if not self._images[split]:
                     raise UserError(f"{self.dataset}: no {split} clips are present under {self._media_root}")

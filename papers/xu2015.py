@@ -83,7 +83,7 @@ NAME = "xu2015"
 
 # --- published numbers (Table 1: BLEU-1,2,3,4 / METEOR) -----------------------------------------------------
 
-_NO_BREVITY = "Xu et al. 2015, Table 1 (their BLEU: n-gram precision without brevity penalty; ours: coco-caption's)"
+_NO_BREVITY = "Xu et al. 2015, Table 1; its BLEU is without brevity penalty, ours coco-caption's"
 _TABLE_1 = {  # (dataset, system) -> BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR
     ("flickr8k", "Soft-Attention"): (67.0, 44.8, 29.9, 19.5, 18.93),
     ("flickr8k", "Hard-Attention"): (67.0, 45.7, 31.4, 21.3, 20.30),
@@ -142,13 +142,16 @@ PRESETS = {
                     "attention_size": 128, "dropout": 0.3, "optimizer": "adam", "learning_rate": 2e-3,
                     "min_word_count": 1, "max_caption_length": 16, "max_epochs": 15, "beam_size": 3,
                     "max_time_minutes": 4.0},
-    # Real Flickr8k images on a 2-core CPU in under 20 minutes (tuned briefly; see the report in results/)
+    # Real Flickr8k images (the 753-image training subset) on a 2-core CPU in under 20 minutes: about 40 s
+    # an epoch, so 15 minutes of training. Adam, not RMSProp at 1e-4: the paper's rate needs far more than
+    # 20 epochs. Rate tuned once on the soft model, 6 minutes each, one seed: 1e-3 reached validation
+    # BLEU-4 14.1 (CIDEr-D 27) where 4e-4 reached 11.5 (19).
     "cpu": {"encoder": "efficientnet-lite0", "embedding_size": 256, "hidden_size": 512, "attention_size": 256,
-            "optimizer": "adam", "learning_rate": 4e-4, "max_caption_length": 16, "max_epochs": 30,
+            "optimizer": "adam", "learning_rate": 1e-3, "max_caption_length": 16, "max_epochs": 30,
             "beam_size": 3, "max_time_minutes": 15.0},
     "cpu-hard": {"encoder": "efficientnet-lite0", "attention": "hard", "gating_scalar": False,
                  "doubly_stochastic_lambda": 0.0, "embedding_size": 256, "hidden_size": 512, "attention_size": 256,
-                 "optimizer": "adam", "learning_rate": 4e-4, "max_caption_length": 16, "max_epochs": 30,
+                 "optimizer": "adam", "learning_rate": 1e-3, "max_caption_length": 16, "max_epochs": 30,
                  "beam_size": 3, "max_time_minutes": 15.0},
     # seconds on a CPU: every code path on the embedded sample, random encoder weights
     "smoke": {"encoder": "efficientnet-lite0", "encoder_weights": "random", "image_size": 64, "embedding_size": 32,

@@ -337,7 +337,7 @@ class CaptionDataModule(L.LightningDataModule):
             if not present:
                 raise UserError(f"{self.dataset}: none of its {len(everything)} listed images were found "
                                 f"(e.g. {everything[0].path})")
-            self._images = {split: [i for i in present if i.split == split] for split in SPLITS}
+            self._keep(everything, present)
             counts = " / ".join(f"{len(self._images[s])} {s}" for s in SPLITS)
             note = f"; {missing} listed image(s) are not on disk and are skipped" if missing else ""
             print(f"DATA: {self.dataset}: {len(present)} of {len(everything)} images found under "
@@ -346,6 +346,19 @@ class CaptionDataModule(L.LightningDataModule):
                 if not self._images[split]:
                     raise UserError(f"{self.dataset}: no {split} images are present under {self._media_root}")
         return self._images
+
+    def _keep(self, everything: list[CaptionedImage], present: list[CaptionedImage]) -> None:
+        """Split the present media, remembering how many each split listed (for ``data_subset``)."""
+        self._images = {split: [i for i in present if i.split == split] for split in SPLITS}
+        self._listed = {split: sum(i.split == split for i in everything) for split in SPLITS}
+
+    def data_subset(self) -> dict | None:
+        """None when every listed image was used; else which part (for the record and the tables)."""
+        used = {split: len(self.images[split]) for split in SPLITS}
+        if used == self._listed:
+            return None
+        return {"description": " / ".join(f"{used[s]} of {self._listed[s]} {s}" for s in SPLITS) + " images",
+                **{f"{split}_used": used[split] for split in SPLITS}, **{f"{split}_listed": self._listed[split] for split in SPLITS}}
 
     @property
     def media_root(self) -> Path:

@@ -1,11 +1,15 @@
-"""Line-aligned parallel text for translation: any corpus in files, Multi30k, Tatoeba, WMT'14 En-Fr.
+"""Line-aligned parallel text for translation: the readers, the registry entry, the datamodule.
 
-One LightningDataModule reads every corpus; what differs is only the reader:
+One LightningDataModule reads every corpus; what differs is only the reader, and each registered
+corpus (``ParallelTextSpec``: Multi30k, Tatoeba, WMT'14 and your own files in
+``datamodules.translation_corpora``, the embedded sample in ``datamodules.translation_sample``) carries
+its own, with its languages and test sets. Nothing branches on a corpus's name.
 
 - ``ParallelFiles``: one sentence per line, line ``i`` of the source file translates line ``i`` of
   the target file, plain or gzipped (``train.en`` or ``train.en.gz``). A split may be several files
-  read one after the other (WMT'14 validates on newstest2012 followed by newstest2013). Multi30k
-  (``train``, ``val``, ``test_2016_flickr``), WMT'14 and the ``parallel`` dataset (your own corpus in
+  read one after the other (WMT'14 validates on newstest2012 followed by newstest2013); the test split
+  is the test set the run chose (``--set test_set=test_2017_flickr`` on Multi30k). Multi30k, WMT'14,
+  the embedded sample and the ``parallel`` dataset (your own corpus in
   ``<data root>/parallel/{train,valid,test}.<lang>``) all go through it.
 - ``TatoebaPairs``: the manythings.org file ``fra.txt``, one pair per line,
   ``English<TAB>French[<TAB>attribution]``. It has no official split, so the suite makes one that
@@ -21,7 +25,9 @@ sentences of similar length (``BucketBatchSampler``), sharded by rank so it also
 
 Bad input is a one-line error: files with different line counts (both named, with their counts), a
 pair with an empty side (counted and skipped, said once), an evaluation source longer than
-``max_length``, a language pair the corpus does not have.
+``max_length``, a language pair the corpus does not have, a test set it does not have or that lacks
+one of the two languages (with the test sets that have both), a missing file (named, with the
+languages present for that split), a corpus folder that is not there.
 """
 
 from __future__ import annotations
@@ -34,17 +40,17 @@ import os
 import random
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.catalog import DatasetSpec, Source, cache_dir, file_md5, numbered_lines, register_dataset
+from datamodules.catalog import DatasetSpec, cache_dir, file_md5, get_dataset, numbered_lines
 from datamodules.vocabulary import Vocabulary
 from repro.errors import UserError
 
@@ -93,6 +99,18 @@ class RawCorpus:
     first_empty: str = ""
 
 
+def check_language_pair(corpus: str, languages: tuple[str, ...], source: str, target: str) -> None:
+    """A one-line error unless ``source`` and ``target`` are two different languages of the corpus
+    (``languages`` () means: whatever its files have, checked when they are opened)."""
+    if source == target:
+        raise UserError(f"source and target language are both {source!r}")
+    if languages and not {source, target} <= set(languages):
+        has = (f"{languages[0]}-{languages[1]} and {languages[1]}-{languages[0]}" if len(languages) == 2
+               else f"any two of {', '.join(languages)}")
+        raise UserError(f"unknown language pair {source}-{target} for {corpus}: it has {has} "
+                        f"(--set source_language=... --set target_language=...)")
+
+
 def find_text_file(folder: Path, stem: str, language: str) -> Path | None:
     for name in (f"{stem}.{language}", f"{stem}.{language}.gz"):
         if (folder / name).is_file():
@@ -110,12 +128,7 @@ class ParallelFiles:
     languages: tuple[str, ...] = ()  # the languages the corpus has; () means: whatever files exist
 
     def check_pair(self, source: str, target: str) -> None:
-        if source == target:
-            raise UserError(f"source and target language are both {source!r}")
-        if self.languages and not {source, target} <= set(self.languages):
-            pairs = ", ".join(f"{a}-{b}" for a in self.languages for b in self.languages if a != b)
-            raise UserError(f"unknown language pair {source}-{target} for {self.name}: it has {pairs} "
-                            f"(--set source_language=... --set target_language=...)")
+        check_language_pair(self.name, self.languages, source, target)
         for split, stems in self.stems.items():
             for stem in stems:
                 for language in (source, target):
@@ -168,9 +181,9 @@ class TatoebaPairs:
     languages: tuple[str, ...] = ("en", "fr")
 
     def check_pair(self, source: str, target: str) -> None:
-        if {source, target} != set(self.languages):
-            raise UserError(f"unknown language pair {source}-{target} for {self.name}: it has en-fr and fr-en "
-                            f"(--set source_language=... --set target_language=...)")
+        check_language_pair(self.name, self.languages, source, target)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: file not found")
 
     def files(self, source: str, target: str) -> list[Path]:
         self.check_pair(source, target)
@@ -460,120 +473,96 @@ class ParallelTextDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-# --- the catalog ---------------------------------------------------------------------------------
+# --- the registry: each translation corpus says how it is read ---------------------------------------
 
-class ParallelFilesSpec(DatasetSpec):
-    """A dataset whose files may be plain or gzipped: ``train.en`` or ``train.en.gz`` both count.
+@dataclass
+class ParallelTextSpec(DatasetSpec):
+    """A translation corpus: the catalog's entry plus how it is read.
 
-    A required file named ``train.*`` is present when ``train.<any language>`` is (the ``parallel``
-    dataset: the language pair comes from the config, and the reader checks it).
+    ``reader(corpus folder, test set)`` returns the corpus reader (``ParallelFiles``, ``TatoebaPairs``)
+    whose test split is that test set; ``languages`` are the corpus's languages (() means: whatever its
+    files have); ``test_sets`` name each test set with the languages it exists in (() means: any), the
+    first being the standard one. ``--set test_set=NAME`` chooses another, ``--set corpus_dir=FOLDER``
+    reads the files from a folder other than the registered one (relative to the data root, or absolute).
+    Nothing here, and nothing that calls it, branches on a corpus's name.
+
+    Which files a run needs depends on its config (language pair, test set, ``corpus_dir``), so before
+    the config is known nothing is required (``missing_files``), and the reader checks the files when
+    the run opens the corpus, naming the first one missing. ``is_present`` (what ``--data auto`` and
+    ``data list`` look for) is the registered folder holding ``required_files``, each plain or gzipped
+    (``train.en`` or ``train.en.gz``); ``train.*`` is present when ``train.<any language>`` is.
     """
 
+    reader: Callable[[Path, str], ParallelFiles | TatoebaPairs] | None = None
+    languages: tuple[str, ...] = ()
+    test_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
     def missing_files(self, data_root: Path) -> list[Path]:
+        return []
+
+    def is_present(self, data_root: Path) -> bool:
         if self.embedded:
-            return []
-        folder = data_root / self.folder
-        return [folder / f for f in self.required_files
-                if not (folder / f).is_file() and not (folder / f"{f}.gz").is_file()
-                and not (f.endswith(".*") and any(folder.glob(f)))]
+            return True
+        folder = Path(data_root) / self.folder
+        return all((folder / f).is_file() or (folder / f"{f}.gz").is_file() or (f.endswith(".*") and any(folder.glob(f)))
+                   for f in self.required_files)
+
+    def corpus_folder(self, data_root: Path, corpus_dir: str = "") -> Path:
+        if not corpus_dir:
+            return self.location(Path(data_root))
+        if self.embedded:
+            raise UserError(f"--set corpus_dir={corpus_dir}: {self.name} is generated by the suite and has no folder to choose")
+        folder = Path(corpus_dir).expanduser()
+        folder = folder if folder.is_absolute() else Path(data_root) / folder
+        if not folder.is_dir():
+            raise UserError(f"--set corpus_dir={corpus_dir}: {folder} is not a folder")
+        return folder
+
+    def test_set(self, requested: str, source: str, target: str) -> str:
+        """The test set to score on: ``requested``, or the standard one when it is ""; a one-line error
+        when the corpus has no such test set or it lacks one of the two languages."""
+        check_language_pair(self.name, self.languages, source, target)
+        if not requested:
+            requested = next(iter(self.test_sets))
+        if requested not in self.test_sets:
+            raise UserError(f"--set test_set={requested}: {self.name} has no such test set; its test sets: "
+                            f"{', '.join(self.test_sets)}")
+        has = self.test_sets[requested]
+        lacking = [language for language in (source, target) if has and language not in has]
+        if lacking:
+            others = [name for name, languages in self.test_sets.items()
+                      if not languages or {source, target} <= set(languages)]
+            raise UserError(f"--set test_set={requested}: {self.name}'s {requested} has no {lacking[0]!r} side "
+                            f"(it exists in {', '.join(has)}); test sets with {source} and {target}: "
+                            f"{', '.join(others) or 'none'}")
+        return requested
+
+    def open(self, data_root: Path, source: str, target: str, test_set: str = "", corpus_dir: str = ""):
+        """The reader of this corpus for one run: its folder, language pair and test set checked."""
+        chosen = self.test_set(test_set, source, target)
+        folder = self.corpus_folder(data_root, corpus_dir)
+        if not folder.is_dir():
+            how = (f"run `python -m repro data prepare {self.name}`" if self.prepare is not None
+                   else "put its files there (`python -m repro data list` says which)")
+            raise UserError(f"{self.name}: {folder} not found; {how}, or name a copy elsewhere with "
+                            f"--set corpus_dir=FOLDER")
+        if corpus_dir:
+            say(f"DATA: {self.name} files from {folder} (--set corpus_dir={corpus_dir})")
+        reader = self.reader(folder, chosen)
+        reader.check_pair(source, target)
+        return reader
 
 
-MULTI30K_STEMS = {"train": ("train",), "valid": ("val",), "test": ("test_2016_flickr",)}
-WMT14_STEMS = {"train": ("train",), "valid": ("newstest2012", "newstest2013"), "test": ("newstest2014",)}
-PARALLEL_STEMS = {"train": ("train",), "valid": ("valid",), "test": ("test",)}
+def parallel_text_spec(dataset: str) -> ParallelTextSpec:
+    spec = get_dataset(dataset)
+    if not isinstance(spec, ParallelTextSpec):
+        raise UserError(f"{dataset}: not a translation corpus")
+    return spec
 
 
-def reader_for(dataset: str, folder: Path):
-    """The reader of a registered translation dataset, given its folder."""
-    if dataset == "multi30k":
-        return ParallelFiles(folder, MULTI30K_STEMS, "multi30k", ("en", "fr"))
-    if dataset == "wmt14":
-        return ParallelFiles(folder, WMT14_STEMS, "wmt14", ("en", "fr"))
-    if dataset == "tatoeba":
-        return TatoebaPairs(folder / "fra.txt")
-    from datamodules.translation_sample import SAMPLE_NAME
-
-    if dataset == SAMPLE_NAME:
-        return ParallelFiles(folder, PARALLEL_STEMS, SAMPLE_NAME, ("en", "fr"))
-    return ParallelFiles(folder, PARALLEL_STEMS, f"parallel files in {folder}")
-
-
-WMT14_SOURCES = (
-    Source("https://www.statmt.org/wmt14/translation-task.html",
-           "WMT'14 English-French training data (Europarl v7, Common Crawl, UN, News Commentary v9, 10^9 "
-           "French-English); Sutskever et al. used the 12M-sentence subset selected by Schwenk"),
-    Source("http://www-lium.univ-lemans.fr/~schwenk/cslm_joint_paper/",
-           "Schwenk's selected WMT'14 En-Fr subset (348M French / 304M English words), the paper's training set"),
-    Source("https://www.statmt.org/wmt14/dev.tgz", "newstest2012 and newstest2013 (validation, as in the paper)"),
-    Source("https://www.statmt.org/wmt14/test-full.tgz", "newstest2014 (the test set, 3003 sentences)"),
-    Source("https://huggingface.co/datasets/wmt/wmt14", "HF `datasets` wmt14 fr-en: `repro data prepare wmt14` "
-           "exports it to the plain files when `datasets` is installed and the data is in its cache"),
-)
-
-
-def prepare_wmt14(data_root: Path, archive: Path | None) -> None:
-    """Export WMT'14 fr-en from the HF datasets cache into plain files, or say which files go where."""
-    target = data_root / "wmt14"
-    layout = (f"put line-aligned files in {target}/: train.en train.fr (the training corpus, e.g. Schwenk's "
-              f"selection), newstest2012.en/.fr, newstest2013.en/.fr (validation) and newstest2014.en/.fr (test); "
-              f"plain or .gz; sgm test sets must be converted to one sentence per line first")
-    if archive is not None:
-        raise UserError(f"data prepare wmt14: --archive is not supported (several archives make this corpus); {layout}")
-    try:
-        import datasets
-    except ImportError:
-        raise UserError(f"data prepare wmt14: the `datasets` package is not installed, so nothing can be exported; "
-                        f"{layout}") from None
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # only what is already in the cache: no download here
-    try:
-        loaded = datasets.load_dataset("wmt14", "fr-en")
-    except Exception as error:  # noqa: BLE001 - any failure means: not in the cache
-        raise UserError(f"data prepare wmt14: HF datasets could not load wmt14 fr-en from its cache "
-                        f"({type(error).__name__}); {layout}") from None
-    target.mkdir(parents=True, exist_ok=True)
-    # HF's validation is newstest2013 only; the paper validated on 2012+2013, so 2012 must come as files
-    for split, stem in (("train", "train"), ("validation", "newstest2013"), ("test", "newstest2014")):
-        for language in ("en", "fr"):
-            with gzip.open(target / f"{stem}.{language}.gz", "wt", encoding="utf-8") as out:
-                for row in loaded[split]:
-                    out.write(row["translation"][language].replace("\n", " ") + "\n")
-    print(f"wmt14: exported train, newstest2013 and newstest2014 to {target}; newstest2012.en/.fr must be added "
-          f"from {WMT14_SOURCES[2].url}")
-
-
-register_dataset(ParallelFilesSpec(
-    name="wmt14",
-    description="WMT'14 English-French (the paper's data: newstest2012+2013 valid, newstest2014 test)",
-    folder="wmt14",
-    required_files=tuple(f"{stem}.{lang}" for stems in WMT14_STEMS.values() for stem in stems for lang in ("en", "fr")),
-    license="WMT'14 shared task data; each corpus under its own terms (see statmt.org)",
-    sources=WMT14_SOURCES,
-    prepare=prepare_wmt14,
-))
-
-register_dataset(ParallelFilesSpec(
-    name="multi30k",
-    description="Multi30k task 1 English-French (29000 train, 1014 val, 1000 test_2016_flickr)",
-    folder="multi30k_en_fr",
-    required_files=tuple(f"{stems[0]}.{lang}" for stems in MULTI30K_STEMS.values() for lang in ("en", "fr")),
-    license="non-commercial research and educational use (multi30k/dataset README)",
-    sources=(Source("https://github.com/multi30k/dataset", "data/task1/raw/{train,val,test_2016_flickr}.{en,fr}.gz"),),
-))
-
-register_dataset(DatasetSpec(
-    name="tatoeba",
-    description="Tatoeba English-French pairs, manythings.org format; split by md5 of the English sentence "
-                "(test 2%, valid 2%, train 96%)",
-    folder="tatoeba_eng_fra",
-    required_files=("fra.txt",),
-    license="CC-BY 2.0 (FR), Tatoeba terms of use; attribution www.manythings.org/anki and tatoeba.org",
-    sources=(Source("https://www.manythings.org/anki/fra-eng.zip", "fra.txt inside the zip"),),
-))
-
-register_dataset(ParallelFilesSpec(
-    name="parallel",
-    description="your own line-aligned corpus: {train,valid,test}.<source lang>/.<target lang>, plain or .gz",
-    folder="parallel",
-    required_files=tuple(f"{split}.*" for split in SPLITS),
-    license="yours",
-))
+def line_aligned(name: str, train: tuple[str, ...], valid: tuple[str, ...], languages: tuple[str, ...] = ()):
+    """The reader of a corpus in line-aligned files ``<stem>.<language>[.gz]``: ``train`` and ``valid``
+    stems fixed, the test stem the run's test set."""
+    def reader(folder: Path, test_set: str) -> ParallelFiles:
+        return ParallelFiles(folder, {"train": train, "valid": valid, "test": (test_set,)}, name, languages)
+    return reader

@@ -201,6 +201,17 @@ class CaptioningModule(L.LightningModule):
         pooled, spatial = self.encoder(visual.features)
         return visual_from_encoder(self.config_class.visual_features, pooled, spatial)
 
+    def parameter_groups(self, network: torch.nn.Module, learning_rate: float) -> list[dict]:
+        """The paper's network at its rate, and, when the CNN is fine-tuned, the CNN at its own small one."""
+        groups = [{"params": list(network.parameters()), "lr": learning_rate}]
+        if self.encoder is not None and self.config.fine_tune_encoder:
+            groups.append({"params": list(self.encoder.parameters()), "lr": self.config.encoder_learning_rate})
+        return groups
+
+    def on_train_epoch_start(self) -> None:
+        if self.encoder is not None:
+            self.encoder.eval()  # fine-tune the CNN's weights, but keep ImageNet's batch-norm statistics
+
     def caption_word_counts(self, batch: CaptionBatch) -> torch.Tensor:
         """Words each caption's likelihood covers: its words and <end>, not <start> or padding."""
         return (batch.captions[:, 1:] != self.pad_index).sum(dim=1)

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--spatial", action="store_true", help="also cache the spatial maps (attention models)")
     extract.add_argument("--images", type=Path, help="encode every .jpg/.png in this folder instead of a dataset")
     extract.add_argument("--data-dir")
-    extract.add_argument("--batch-size", type=int, default=32)
+    extract.add_argument("--batch-size", type=int, help="images per forward pass (default: 4 on a CPU, 32 on a GPU)")
     extract.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes")
     extract.add_argument("--image-size", type=int, help="input resolution (default: the encoder's own)")
     extract.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

@@ -39,7 +39,7 @@ def dataset_images(dataset: str, data_dir: str | None) -> dict[str, Path]:
 
 def extract(dataset: str, encoder_name: str = "efficientnet-lite0", weights: str = "imagenet",
             spatial: bool = False, data_dir: str | None = None, images_folder: Path | None = None,
-            batch_size: int = 32, num_workers: int = 0, device: str = "cpu", image_size: int | None = None,
+            batch_size: int | None = None, num_workers: int = 0, device: str = "cpu", image_size: int | None = None,
             progress: bool = True):
     import torch
 

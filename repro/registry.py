@@ -25,6 +25,7 @@ class PublishedResult:
     value: float
     system: str  # the row in the paper's table, e.g. "RNNLM (single)"
     source: str  # e.g. "Mikolov et al. 2011, Table 2"
+    headline: bool = False  # shown in results/README.md's overview beside this suite's best comparable row
 
 
 @dataclass
@@ -47,7 +48,7 @@ class PaperEntry:
     citation: str
     task: str
     datasets: tuple[str, ...]  # dataset names this paper can train on; the first is the paper's own
-    metrics: tuple[str, ...]  # metric names reported (as recorded, e.g. "test/ppl")
+    metrics: tuple[str, ...]  # metric names reported (as recorded, e.g. "test/ppl"); the first is the headline
     published: tuple[PublishedResult, ...] = ()
     config_class: type | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)

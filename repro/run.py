@@ -247,6 +247,8 @@ def _run(request: RunRequest) -> dict | None:
         "dataset": dataset.name,
         "data_source": "embedded sample" if dataset.embedded else "real",
         "dataset_checksum": datamodule.checksum(),
+        # which part of the dataset was used, when not all of it (e.g. the images present on this machine)
+        "data_subset": datamodule.data_subset() if hasattr(datamodule, "data_subset") else None,
         "metrics": metrics,
         "history": read_history(run_dir / "logs"),
         "config": config_to_dict(config),
@@ -265,6 +267,8 @@ def _run(request: RunRequest) -> dict | None:
         "versions": library_versions(),
         "hardware": hardware(trainer),
     }
+    if getattr(module, "scoring", None):  # how the metrics were computed, e.g. sacreBLEU's signatures
+        record["scoring"] = module.scoring
     if hasattr(module, "record_examples"):  # e.g. captioners: a few test media with their captions
         record["examples"] = module.record_examples(baseline_outputs)
     record_path = write_record(record, runs_dir)

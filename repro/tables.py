@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import statistics
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from repro.config import config_to_dict, resolve_config
@@ -40,7 +42,7 @@ def local_figure_path(results_dir: Path, name: str) -> Path:
     return results_dir / LOCAL_FIGURES / name
 
 
-def differences_from_preset(entry: PaperEntry, record: dict) -> str:
+def differences_from_preset(entry: PaperEntry, record: dict, ignore: tuple[str, ...] = ()) -> str:
     """How a run's config differs from its preset as the code defines it now (``key=value ...``).
 
     Presets evolve; a record keeps the config it ran with, so the table says what was different.
@@ -53,56 +55,194 @@ def differences_from_preset(entry: PaperEntry, record: dict) -> str:
     except UserError:
         return " ".join(record.get("overrides") or [])
     return " ".join(f"{key}={value}" for key, value in record["config"].items()
-                    if key in current and current[key] != value)
+                    if key in current and current[key] != value and key not in ignore)
+
+
+@dataclass
+class Row:
+    """The runs of one configuration on one dataset: one per seed (the latest of each seed)."""
+
+    preset: str
+    differences: str
+    dataset: str
+    records: list[dict]
+
+    @property
+    def real(self) -> bool:
+        return self.records[-1].get("data_source") == "real"
+
+    def values(self, metric: str) -> list[float]:
+        return [r["metrics"][metric] for r in self.records if r["metrics"].get(metric) is not None]
+
+    def cell(self, metric: str) -> str:
+        values = self.values(metric)
+        if not values:
+            return ""
+        if len(values) == 1:
+            return _format(values[0])
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    def mean(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return statistics.mean(values) if values else None
+
+    @property
+    def seeds(self) -> int:
+        return len(self.records)
+
+
+def rows_of(entry: PaperEntry, records: list[dict]) -> list[Row]:
+    """Records grouped by (preset, config differences other than the seed, dataset, data subset)."""
+    groups: dict[tuple, dict] = {}
+    for record in records:  # oldest first, so the newest run of each seed wins
+        subset = (record.get("data_subset") or {}).get("description", "")
+        key = (record["preset"], differences_from_preset(entry, record, ignore=("seed",)), record["dataset"], subset)
+        groups.setdefault(key, {})[record.get("config", {}).get("seed")] = record
+    rows = [Row(preset, differences, dataset, sorted(by_seed.values(), key=lambda r: r.get("finished_at", "")))
+            for (preset, differences, dataset, _), by_seed in groups.items()]
+    return sorted(rows, key=lambda row: (row.dataset, row.preset, row.differences))
+
+
+def _where(record: dict) -> str:
+    hardware = record.get("hardware", {})
+    return f"{hardware.get('world_size', 1)}x {', '.join(hardware.get('gpus') or []) or 'CPU'}"
+
+
+def _suite_lines(entry: PaperEntry, rows: list[Row], columns: list[str], problems: dict[str, str | None]) -> list[str]:
+    lines = []
+    for row in rows:
+        latest = row.records[-1]
+        drafts = [problems.get(r["_path"]) for r in row.records if problems.get(r["_path"])]
+        source = f"DRAFT ({drafts[0]})" if drafts else "this suite"
+        system = latest.get("system") or f"preset `{row.preset}`" + (f" `{row.differences}`" if row.differences else "")
+        if row.seeds > 1:
+            system += f", {row.seeds} seeds (mean ± sd)"
+        subset = (latest.get("data_subset") or {}).get("description")
+        dataset = row.dataset + (f" ({subset})" if subset else "")
+        wall = statistics.mean(r.get("wall_time_s", 0) for r in row.records) / 60
+        commits = sorted({(r.get("git") or {}).get("commit", "")[:7] for r in row.records})
+        names = ", ".join(f"`{Path(r['_path']).name}`" for r in row.records)
+        lines.append("| " + " | ".join([source, system, dataset, *[row.cell(c) for c in columns],
+                                        str(latest.get("epochs", "")), f"{wall:.1f} min on {_where(latest)}",
+                                        latest.get("finished_at", "")[:10], ", ".join(commits), names]) + " |")
+        # A baseline a run scores beside its model ("test/bleu_4@nearest-neighbour") gets its own row
+        for baseline in sorted({key.split("@", 1)[1] for r in row.records for key in r["metrics"] if "@" in key}):
+            baseline_row = Row(row.preset, row.differences, row.dataset,
+                               [{**r, "metrics": {c: r["metrics"].get(f"{c}@{baseline}") for c in columns}}
+                                for r in row.records])
+            lines.append("| " + " | ".join([source, f"baseline: {baseline} (in the runs of {system})", dataset,
+                                            *[baseline_row.cell(c) for c in columns], "", "", "", "", ""]) + " |")
+    return lines
+
+
+def _columns(entry: PaperEntry, rows: list[Row], published: bool) -> list[str]:
+    """The paper's metrics that some row of this table has."""
+    present = {metric for row in rows for r in row.records for metric in r["metrics"]}
+    present = {metric.split("@", 1)[0] for metric in present}
+    if published:
+        present |= {f"{result.split}/{result.metric}" for result in entry.published}
+    return [metric for metric in entry.metrics if metric in present] or list(entry.metrics)
 
 
 def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str | None]) -> str:
-    columns = list(entry.metrics)
+    rows = rows_of(entry, records)
+    real, sample = [row for row in rows if row.real], [row for row in rows if not row.real]
     lines = [f"# {entry.name}: {entry.title}", "", f"{entry.citation}. Task: {entry.task}.", "",
-             "Generated by `python -m repro table` from the run records in `results/runs/`; "
-             "published numbers come from the paper's file in `papers/`. A row names its preset and how its "
-             "config differs from that preset as defined now; its record holds the full resolved config.", ""]
-    header = ["source", "system", "dataset", *columns, "epochs", "wall time", "record"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             "Generated by `python -m repro table` from the run records in `results/runs/`; published numbers come "
+             "from the paper's file in `papers/`. A row names its preset and how its config differs from that preset "
+             "as defined now (its records hold the full resolved config), the data it used, the hardware and wall "
+             "time, the date and commit of its runs, and its records. Several seeds of one configuration are one "
+             "row: mean ± standard deviation.", ""]
+    tail = ["epochs", "wall time", "date", "commit", "records"]
+    columns = _columns(entry, real, published=True)
+    lines += ["## The paper's numbers and this suite's on real data", "",
+              "| " + " | ".join(["source", "system", "dataset", *columns, *tail]) + " |",
+              "|" + "---|" * (3 + len(columns) + len(tail))]
     published_rows: dict[tuple, dict] = {}  # one row per (source, system, dataset), as in the paper's table
     for result in entry.published:
         published_rows.setdefault((result.source, result.system, result.dataset), {})[
             f"{result.split}/{result.metric}"] = result.value
     for (source, system, dataset), values in published_rows.items():
-        lines.append("| " + " | ".join([f"published ({source})", system, dataset,
-                                        *[_format(values.get(c)) for c in columns], "", "", ""]) + " |")
-    latest: dict[tuple, dict] = {}
-    counts: dict[tuple, int] = defaultdict(int)
-    for record in records:  # oldest first, so the newest of each (preset, overrides, dataset) wins
-        key = (record["preset"], differences_from_preset(entry, record), record["dataset"])
-        latest[key] = record
-        counts[key] += 1
-    drafts = []
-    for (preset, overrides, dataset), record in sorted(latest.items()):
-        source = "this suite" + ("" if record.get("data_source") == "real" else " (embedded sample)")
-        problem = problems.get(record["_path"])
-        if problem:
-            source = f"DRAFT ({problem})"
-            drafts.append(Path(record["_path"]).name)
-        hardware = record.get("hardware", {})
-        where = f"{hardware.get('world_size', 1)}x {', '.join(hardware.get('gpus') or []) or 'CPU'}"
-        wall = f"{record.get('wall_time_s', 0) / 60:.1f} min on {where}"
-        runs = f" (latest of {counts[(preset, overrides, dataset)]})" if counts[(preset, overrides, dataset)] > 1 else ""
-        system = record.get("system") or f"preset `{preset}`" + (f" `{overrides}`" if overrides else "")
-        lines.append("| " + " | ".join([source, f"{system}{runs}", dataset,
-                                        *[_format(record["metrics"].get(c)) for c in columns],
-                                        str(record.get("epochs", "")), wall,
-                                        f"`{Path(record['_path']).name}`"]) + " |")
-        # A baseline a run scores beside its model ("test/bleu_4@nearest-neighbour") gets its own row
-        for baseline in sorted({key.split("@", 1)[1] for key in record["metrics"] if "@" in key}):
-            lines.append("| " + " | ".join([source, f"baseline: {baseline} (in the run of {system})", dataset,
-                                            *[_format(record["metrics"].get(f"{c}@{baseline}")) for c in columns],
-                                            "", "", f"`{Path(record['_path']).name}`"]) + " |")
-    if not records:
-        lines += ["", "No runs recorded yet."]
+        cells = ["" if values.get(c) is None else f"{values[c]:g}" for c in columns]
+        lines.append("| " + " | ".join([f"published ({source})", system, dataset, *cells, "", "", "", "", ""]) + " |")
+    lines += _suite_lines(entry, real, columns, problems)
+    if not real:
+        lines += ["", "No run on real data recorded yet."]
+    if sample:
+        columns = _columns(entry, sample, published=False)
+        lines += ["", "## On the embedded sample (generated by the suite; not comparable with the paper)", "",
+                  "| " + " | ".join(["source", "system", "dataset", *columns, *tail]) + " |",
+                  "|" + "---|" * (3 + len(columns) + len(tail))]
+        lines += _suite_lines(entry, sample, columns, problems)
+    drafts = [r for r in records if problems.get(r["_path"])]
     if drafts:
-        lines += ["", f"{len(drafts)} row(s) marked DRAFT come from records that do not trace to a clean commit "
-                      f"holding the code that made them; `python -m repro table --check` fails on them."]
+        lines += ["", f"{len(drafts)} record(s) behind rows marked DRAFT do not trace to a clean commit holding the "
+                      f"code that made them; `python -m repro table --check` fails on them."]
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_section(entry: PaperEntry, records: list[dict]) -> str:
+    """How to reproduce: each configuration's exact command, what it gave here and on what, and the
+    same run as a cluster job."""
+    rows = [row for row in rows_of(entry, records) if row.records[-1].get("command", "").startswith("python -m repro run")]
+    if not rows:
+        return ""
+    headline = entry.metrics[0]
+    lines = ["", "## How to reproduce", "",
+             "Each command below is the one its records hold (`DATA_ROOT` is the folder given as `--data-dir`, "
+             "`$REPRO_DATA` or `~/.cache/repro/data`; `python -m repro data prepare DATASET` says what goes there). "
+             "Expected: the row's numbers above, within the spread of seeds.", ""]
+    for row in rows:
+        latest = row.records[-1]
+        command = latest["command"]
+        seeds = sorted(r.get("config", {}).get("seed") for r in row.records)
+        value = row.cell(headline)
+        lines += [f"- `{row.preset}` on {row.dataset}" + (f" ({row.differences})" if row.differences else "")
+                  + f": {headline} {value or 'n/a'}" + (f" over seeds {', '.join(map(str, seeds))}" if row.seeds > 1 else "")
+                  + f"; {statistics.mean(r.get('wall_time_s', 0) for r in row.records) / 60:.1f} min each on "
+                  f"{_where(latest)} ({(latest.get('hardware') or {}).get('cpu', '')})", "",
+                  f"      {command}" + (" --seed SEED" if row.seeds > 1 and "--seed" not in command else ""), ""]
+    lines += ["On a SLURM cluster, the same run as a requeueable multi-GPU job (it resumes after preemption):", "",
+              f"      python -m repro submit {entry.name} --preset paper --data-dir DATA_ROOT --nodes 1 --gpus-per-node 4 "
+              f"--time 1-00:00:00 [--partition P] [--dry-run]", "",
+              "Time of the `paper` preset on a GPU: not measured yet (no GPU was available to the runs above).", ""]
+    return "\n".join(lines)
+
+
+def _overview_line(entry: PaperEntry, published, records: list[dict], problems: dict[str, str | None]) -> str:
+    metric = f"{published.split}/{published.metric}"
+    paper_cell = f"{published.value:g} ({published.system}; {published.dataset}, {published.source})"
+    rows = [row for row in rows_of(entry, records) if row.real and row.mean(metric) is not None
+            and not any(problems.get(r["_path"]) for r in row.records) and row.preset != "human-agreement"]
+    comparable = [row for row in rows if row.dataset == published.dataset and not row.records[-1].get("data_subset")]
+    pool = comparable or rows
+    if not pool:
+        return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | | | no run on real data yet |"
+    best = (min if "ppl" in metric else max)(pool, key=lambda row: row.mean(metric))
+    difference = f"{best.mean(metric) - published.value:+.1f}" if comparable else "not comparable (other data)"
+    subset = (best.records[-1].get("data_subset") or {}).get("description")
+    data = f"{best.dataset}" + (f" ({subset})" if subset else "") + f", preset `{best.preset}`" + (
+        f" `{best.differences}`" if best.differences else "") + (f", {best.seeds} seeds" if best.seeds > 1 else "")
+    return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | {best.cell(metric)} | {difference} | {data} |"
+
+
+def overview(papers: list[PaperEntry], by_paper: dict[str, list[dict]], problems: dict[str, str | None]) -> str:
+    """results/README.md: per paper and headline metric, the published number beside this suite's best
+    comparable row, and the difference where dataset, split and metric are the same."""
+    lines = ["# Results", "",
+             "Generated by `python -m repro table` from the run records in `results/runs/`; `python -m repro table "
+             "--check` fails if any file here is stale or any row's record does not trace to a clean commit. "
+             "Each paper's page has every row, the embedded-sample runs, figures and how to reproduce them.", "",
+             "A difference (suite minus paper) is shown only where the dataset, its split and the metric are the same "
+             "as the paper's and the whole split was used; otherwise the suite's row is on other data and only says so.", "",
+             "| paper | metric | published | this suite | difference | suite's data and configuration |",
+             "|---|---|---|---|---|---|"]
+    for entry in papers:
+        if not entry.built:
+            lines.append(f"| [{entry.name}]({entry.name}.md) | | | | | not built yet |")
+            continue
+        for headline in [r for r in entry.published if r.headline] or entry.published[:1]:
+            lines.append(_overview_line(entry, headline, by_paper.get(entry.name, []), problems))
     return "\n".join(lines) + "\n"
 
 
@@ -206,7 +346,7 @@ def _write(results_dir: Path, out: Path, records: list[dict], problems: dict[str
     by_paper = defaultdict(list)
     for record in records:
         by_paper[record["paper"]].append(record)
-    written, index = [], ["# Results", "", "Regenerate with `python -m repro table`.", ""]
+    written = []
     for entry in all_papers():
         table_path = out / f"{entry.name}.md"
         text = paper_table(entry, by_paper[entry.name], problems)
@@ -221,11 +361,10 @@ def _write(results_dir: Path, out: Path, records: list[dict], problems: dict[str
                 else:
                     text += f"\n![{caption}]({path.name})\n"
                 written.append(path)
+        text += reproduce_section(entry, by_paper[entry.name])
         write_atomic(table_path, text)
         written.append(table_path)
-        status = f"{len(by_paper[entry.name])} run(s)" if entry.built else "not built yet"
-        index.append(f"- [{entry.name}]({table_path.name}): {entry.title} ({status})")
-    write_atomic(out / "README.md", "\n".join(index) + "\n")
+    write_atomic(out / "README.md", overview(all_papers(), by_paper, problems))
     written.append(out / "README.md")
     return written
 

@@ -9,6 +9,11 @@ times a brevity penalty, summed over the whole test set (never an average of sen
 - ``sacrebleu_score``: sacrebleu's standard BLEU on detokenized text (13a tokenization, exponential
   smoothing), the number comparable across papers since Post 2018.
 
+Both are case-sensitive unless ``lowercase=True`` (multi-bleu.perl's ``-lc``, sacrebleu's ``-lc``):
+then hypotheses and references are lowercased before counting n-grams, and the signature says
+``case:lc`` instead of ``case:mixed``. A system trained on lowercased text must be scored so, and its
+number reported as case-insensitive BLEU: it is not comparable with a case-sensitive score.
+
 Every result carries sacrebleu's signature string and says its scale: 0-100, as papers print BLEU.
 """
 
@@ -44,12 +49,15 @@ def _score(metric: BLEU, hypotheses: list[str], references: list) -> dict:
             "hypothesis_length": score.sys_len, "reference_length": score.ref_len}
 
 
-def multi_bleu(hypotheses_tokenized: list[str], references_tokenized: list) -> dict:
-    """multi-bleu.perl BLEU of space-tokenized text: ``references_tokenized[i]`` is a string or a list of them."""
-    metric = BLEU(tokenize="none", smooth_method="none", force=True)  # force: the input is tokenized on purpose
+def multi_bleu(hypotheses_tokenized: list[str], references_tokenized: list, lowercase: bool = False) -> dict:
+    """multi-bleu.perl BLEU (``-lc`` when ``lowercase``) of space-tokenized text: ``references_tokenized[i]``
+    is a string or a list of them."""
+    # force: the input is tokenized on purpose
+    metric = BLEU(tokenize="none", smooth_method="none", force=True, lowercase=lowercase)
     return _score(metric, hypotheses_tokenized, references_tokenized)
 
 
-def sacrebleu_score(hypotheses_detokenized: list[str], references_detokenized: list) -> dict:
-    """sacrebleu's default BLEU (tok:13a, smooth:exp) of detokenized text; references as in ``multi_bleu``."""
-    return _score(BLEU(), hypotheses_detokenized, references_detokenized)
+def sacrebleu_score(hypotheses_detokenized: list[str], references_detokenized: list, lowercase: bool = False) -> dict:
+    """sacrebleu's default BLEU (tok:13a, smooth:exp; case:lc when ``lowercase``) of detokenized text;
+    references as in ``multi_bleu``."""
+    return _score(BLEU(lowercase=lowercase), hypotheses_detokenized, references_detokenized)

@@ -1,11 +1,12 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from datamodules.ptb import PennTreebankDataModule
 from papers.mikolov2010 import (ClassFactorizedSoftmax, ElmanLanguageModel, FullSoftmax, Mikolov2010,
-                                Mikolov2010Config, assign_classes, make_module)
+                                Mikolov2010Config, assign_classes, learning_rate_schedule, make_module)
 
 
 def test_fused_recurrence_is_the_sigmoid_network_of_the_paper():
@@ -83,3 +84,107 @@ def test_checkpoint_carries_config_and_vocabulary(tiny_corpus, tmp_path):
     assert isinstance(restored.network.output, FullSoftmax)
     lines = restored.sample_text(sentences=2, seed=1, max_words=5)
     assert len(lines) == 2 and all(set(line.split()) <= set(module.vocabulary.words) for line in lines)
+
+
+def test_class_layer_gradients_match_autograd_through_the_whole_distribution():
+    """The hand-written backward of the class layer (WithinClassLogProb) against plain autograd through
+    log_probs_all, in float64, with classes of one word (skipped: log P(w | c) = 0) and repeated targets."""
+    torch.manual_seed(0)
+    word_class = torch.tensor([0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 1])
+    output = ClassFactorizedSoftmax(5, word_class).double()
+    for parameter in output.parameters():
+        torch.nn.init.normal_(parameter)
+    hidden = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 2, 2, 5, 9, 10, 11, 3, 0])
+    weights = torch.rand(9, dtype=torch.float64)  # a non-uniform upstream gradient
+    parameters = [hidden, *output.parameters()]
+    fast = torch.autograd.grad((output.log_prob(hidden, targets) * weights).sum(), parameters)
+    reference = output.log_probs_all(hidden).gather(1, targets[:, None]).squeeze(1)
+    slow = torch.autograd.grad((reference * weights).sum(), parameters)
+    for got, expected in zip(fast, slow):
+        assert torch.allclose(got, expected, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda h: output.log_prob(h, targets), (hidden,))
+
+
+def test_l2_is_the_toolkits_decay_whatever_the_words_per_update(tiny_corpus):
+    """Toolkit: every 10th word, w -= beta * alpha * w (alpha: the per-word rate). Here every 10th update,
+    w -= beta * r * w: an update of N words at rate r is a per-word rate r / N, so per word both decay w
+    by beta * r / (10 N)."""
+    module, _ = _model(tiny_corpus, l2_regularization=0.05, learning_rate=2.0, input_learning_rate_scale=3.0)
+    optimizer = module.configure_optimizers()
+    before = {name: p.detach().clone() for name, p in module.network.named_parameters()}
+    for updates in range(1, 21):
+        module._l2_decay(optimizer, updates)
+    for name, p in module.network.named_parameters():
+        rate = 2.0 * (3.0 if name == "input_weights.weight" else 1.0)
+        assert torch.allclose(p.detach(), before[name] * (1 - 0.05 * rate) ** 2, atol=1e-7), name
+    # by hand, 20 updates of N = 16 words at rate 2.0: the toolkit's 32 decays of beta * alpha = 0.05 * 2.0 / 16
+    per_word_toolkit, per_word_here = 32 * 0.05 * (2.0 / 16) / (20 * 16), 2 * 0.05 * 2.0 / (20 * 16)
+    assert per_word_here == pytest.approx(per_word_toolkit)
+
+
+@pytest.mark.parametrize("valid_nll, expected", [
+    # improving by more than 0.3%: keep the rate; then a small gain starts the halving; stop at the next
+    ([100.0, 90.0, 89.9, 80.0, 79.99], [(False, False, False), (False, False, False), (False, True, False),
+                                        (False, True, False), (False, False, True)]),
+    # a worse epoch is rejected (its weights restored) and starts the halving; the next is compared with it
+    ([100.0, 101.0, 95.0, 96.0], [(False, False, False), (True, True, False), (False, True, False),
+                                  (True, False, True)]),
+])
+def test_learning_rate_schedule_by_hand(valid_nll, expected):
+    schedule = {"previous_valid_nll": None, "halving": False}
+    assert [learning_rate_schedule(schedule, nll, 1.003) for nll in valid_nll] == expected
+
+
+def test_a_worse_epoch_restores_the_previous_weights_and_halves_the_rate(tiny_corpus):
+    module, _ = _model(tiny_corpus, learning_rate=4.0)
+    optimizer = module.configure_optimizers()
+    module._trainer = SimpleNamespace(sanity_checking=False, should_stop=False, optimizers=[optimizer])
+    module.log = lambda *args, **kwargs: None
+    validation = iter([50.0, 60.0, 40.0])  # validation perplexities
+    module._perplexity = lambda name: next(validation)
+    weight = module.network.recurrent.weight
+    module.on_validation_epoch_end()  # first epoch: accepted
+    accepted = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)  # the second epoch's training
+    module.on_validation_epoch_end()  # worse: back to the accepted weights, and the rate halves
+    assert torch.equal(weight, accepted) and optimizer.param_groups[0]["lr"] == 2.0
+    with torch.no_grad():
+        weight.add_(1.0)
+    module.on_validation_epoch_end()  # better again: kept, and the halving goes on
+    assert torch.equal(weight, accepted + 1) and optimizer.param_groups[0]["lr"] == 1.0
+    assert not module.trainer.should_stop
+
+
+def test_training_perplexity_of_an_epoch_is_the_corpus_value(tiny_corpus):
+    """exp(summed NLL / words) over the epoch, not the mean of the batches' perplexities."""
+    module, _ = _model(tiny_corpus)
+    data = PennTreebankDataModule(tiny_corpus, batch_size=2, bptt=7, check_standard_ptb=False)
+    logged = {}
+    module._trainer = SimpleNamespace(world_size=1, global_rank=0, log_every_n_steps=1,
+                                      optimizers=[module.configure_optimizers()])
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    module.state, nll, words = None, 0.0, 0
+    batches = list(data.train_dataloader())
+    assert len({b[0].shape[1] for b in batches}) > 1  # a shorter last batch: the two means differ
+    for index, (inputs, targets) in enumerate(batches):
+        loss = module.training_step((inputs, targets), index)
+        nll, words = nll + float(loss) * targets.numel(), words + targets.numel()
+    module.on_train_epoch_end()
+    assert logged["train/ppl_epoch"] == pytest.approx(math.exp(nll / words), rel=1e-6)
+    assert not module.training_perplexity.update_called  # the next epoch starts from zero
+
+
+def test_dropout_touches_only_the_non_recurrent_connections():
+    """With dropout, the hidden states (and the state carried on) are those of the network without it."""
+    torch.manual_seed(0)
+    network = ElmanLanguageModel(12, 6, FullSoftmax(6, 12), init_std=0.5, dropout=0.5)
+    words, targets, state = torch.randint(0, 12, (3, 7)), torch.randint(0, 12, (3, 7)), torch.rand(3, 6)
+    network.train()
+    _, _, dropped_state = network.log_prob(words, targets, state)
+    network.eval()
+    log_prob_eval, _, eval_state = network.log_prob(words, targets, state)
+    assert torch.equal(dropped_state, eval_state)
+    network.train()
+    assert not torch.allclose(network.log_prob(words, targets, state)[0], log_prob_eval)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.parallel_text import (BucketBatchSampler, ParallelFiles, ParallelTextDataModule, TatoebaPairs,
-                                       encode_source, reader_for, reverse_source, tatoeba_split)
+                                       encode_source, parallel_text_spec, reverse_source, tatoeba_split)
 from datamodules.translation_sample import generate
 from datamodules.vocabulary import Vocabulary
 from repro.errors import UserError
@@ -113,8 +113,8 @@ def test_unknown_language_pair_says_which_pairs_exist(corpus, tmp_path):
         datamodule(corpus, source_language="de").pairs
     with pytest.raises(UserError, match="unknown language pair de-fr for tatoeba: it has en-fr and fr-en"):
         TatoebaPairs(tmp_path / "fra.txt").read("de", "fr")
-    with pytest.raises(UserError, match="unknown language pair en-de for multi30k"):
-        reader_for("multi30k", tmp_path).read("en", "de")
+    with pytest.raises(UserError, match="unknown language pair en-ja for multi30k: it has any two of en, de, fr, cs"):
+        parallel_text_spec("multi30k").open(tmp_path, "en", "ja")
 
 
 def test_tatoeba_split_is_fixed_by_the_english_sentence(tmp_path):
@@ -164,7 +164,9 @@ def test_embedded_sample_is_deterministic_parallel_files(tmp_path):
     assert max(len(line.split()) for line in english) > 30  # long sentences, where reversal matters
 
 
-def test_real_multi30k_loads_with_its_official_sizes():
-    folder = shared_data("multi30k_en_fr")
-    corpus = reader_for("multi30k", folder).read("en", "fr")
-    assert {split: len(pairs) for split, pairs in corpus.splits.items()} == {"train": 29000, "valid": 1014, "test": 1000}
+@pytest.mark.realdata
+def test_real_tatoeba_through_corpus_dir():
+    folder = shared_data("tatoeba_eng_fra")  # this machine's copy of manythings.org's fra.txt
+    corpus = parallel_text_spec("tatoeba").open(folder.parent, "en", "fr", corpus_dir=folder.name).read("en", "fr")
+    assert sum(len(pairs) for pairs in corpus.splits.values()) + corpus.skipped_empty == 142787
+    assert 0.015 < len(corpus.splits["test"]) / 142787 < 0.025

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,6 +110,25 @@ def test_bleu_by_source_length_buckets():
     assert 0 < metrics["test/bleu"] < 100 and 0 < metrics["test/sacrebleu"] < 100
 
 
+def test_a_lowercasing_config_scores_case_insensitively_under_its_own_names():
+    config = resolve_config(Sutskever2014Config, PRESETS, "cpu")
+    assert config.lowercase and resolve_config(Sutskever2014Config, PRESETS, "sample").lowercase
+    assert not resolve_config(Sutskever2014Config, PRESETS, "paper").lowercase
+    # a lowercased run's references are lowercased too (datamodules.parallel_text), its hypotheses are
+    items = [(["le", "chat", "dort", "."], "le chat dort .", "le chat dort.", 4),
+             (["un", "chien", "noir", "court", "."], "un chien noir court .", "un chien noir court.", 5)]
+    scores = score_translations(items, "fr", (7, 10), config.lowercase)
+    assert set(scores["metrics"]) == {"test/bleu_lc", "test/sacrebleu_lc", "test/bleu_lc_len_1-7", "test/sentences_len_1-7"}
+    assert scores["signatures"]["test/sacrebleu_lc"].startswith("BLEU|nrefs:1|case:lc|eff:no|tok:13a|smooth:exp|version:")
+    assert scores["signatures"]["test/bleu_lc"].startswith("BLEU|nrefs:1|case:lc|eff:no|tok:none|smooth:none|version:")
+    cased = score_translations(items, "fr", (7, 10))
+    assert "case:mixed" in cased["signatures"]["test/sacrebleu"] and "test/sacrebleu_lc" not in cased["metrics"]
+    from repro.registry import get_paper
+
+    columns = get_paper("sutskever2014").metrics  # the table shows each kind in its own column
+    assert {"test/bleu", "test/sacrebleu", "test/bleu_lc", "test/sacrebleu_lc"} <= set(columns)
+
+
 def test_smoke_run_through_the_cli_writes_a_record(smoke_run):
     _, _, record = smoke_run
     assert record["paper"] == "sutskever2014" and record["dataset"] == "translation-sample"
@@ -118,6 +138,10 @@ def test_smoke_run_through_the_cli_writes_a_record(smoke_run):
     assert any(key.startswith("test/bleu_len_") for key in metrics)
     assert 1.0 < metrics["test/ppl"] < 60  # learned something: 53 target words, so uniform is ~53
     assert record["config"]["reverse_source"] is True
+    scores = json.loads((Path(record["run_dir"]) / "test_scores.json").read_text())
+    assert scores["metrics"]["test/sacrebleu"] == pytest.approx(metrics["test/sacrebleu"])
+    assert scores["signatures"]["test/sacrebleu"].startswith("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
+    assert record["scoring"]["signatures"] == scores["signatures"]  # the record says how it was scored
 
 
 def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):

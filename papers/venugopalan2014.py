@@ -434,18 +434,11 @@ def video_examples_figure(records: list[dict], results_dir: Path) -> list[tuple[
     """For ``repro table``: per dataset, the latest run's example test clips (sampled frames in time
     order) with the model's, each baseline's and two human captions. Real datasets' clips are YouTube
     users' and go to ``results/local/`` only."""
-    from repro.captioning import example_media
+    from repro.captioning import example_caption_lines, latest_with_media
     from repro.tables import local_figure_path
 
-    latest: dict[str, dict] = {}
-    for record in records:  # oldest first
-        if record.get("examples") and all("media" in example for example in record["examples"]):
-            latest[record["dataset"]] = record
     written = []
-    for dataset, record in sorted(latest.items()):
-        folder, real = example_media(record)
-        if folder is None:
-            continue
+    for dataset, record, folder, real in latest_with_media(records):
         rows = []
         for example in record["examples"]:
             file = folder / example["media"] if example.get("media") else None
@@ -455,10 +448,7 @@ def video_examples_figure(records: list[dict], results_dir: Path) -> list[tuple[
                 _, frames = decode_frames(file, record["config"].get("frame_step", FRAME_STEP))
             except UserError:
                 continue
-            lines = [f"model: {example['generated'] or '(empty)'}"]
-            lines += [f"{name}: {caption}" for name, caption in example.get("baselines", {}).items()]
-            lines += [f"human: {reference}" for reference in example["references"][:2]]
-            rows.append((frames, example["id"], lines))
+            rows.append((frames, example["id"], example_caption_lines(example)))
         if not rows:
             continue
         name = f"{NAME}_{dataset}_examples.png"

@@ -382,6 +382,29 @@ def example_media(record: dict) -> tuple[Path | None, bool]:
         return None, True
 
 
+def latest_with_media(records: list[dict]) -> list[tuple[str, dict, Path, bool]]:
+    """Per dataset, the latest record (``records`` oldest first) whose examples name their media: (dataset,
+    record, the folder the media are relative to, whether they are real dataset media), where the folder
+    can be found."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        if record.get("examples") and all("media" in example for example in record["examples"]):
+            latest[record["dataset"]] = record
+    found = []
+    for dataset, record in sorted(latest.items()):
+        folder, real = example_media(record)
+        if folder is not None:
+            found.append((dataset, record, folder, real))
+    return found
+
+
+def example_caption_lines(example: dict) -> list[str]:
+    """What a figure prints beside an example: the model's caption, each baseline's, two human ones."""
+    lines = [f"model: {example['generated'] or '(empty)'}"]
+    lines += [f"{baseline}: {caption}" for baseline, caption in example.get("baselines", {}).items()]
+    return lines + [f"human: {reference}" for reference in example["references"][:2]]
+
+
 def caption_examples_figure(records: list[dict], results_dir: Path) -> list[tuple[str, Path]]:
     """For ``repro table``: per dataset, the latest run's example test media with its captions.
 
@@ -392,15 +415,9 @@ def caption_examples_figure(records: list[dict], results_dir: Path) -> list[tupl
     """
     from repro.tables import local_figure_path, save_figure
 
-    latest: dict[str, dict] = {}
-    for record in records:  # oldest first
-        if record.get("examples") and all("media" in example for example in record["examples"]):
-            latest[record["dataset"]] = record
     written = []
-    for dataset, record in sorted(latest.items()):
-        folder, real = example_media(record)
-        examples = [e for e in record["examples"] if folder is not None and e.get("media")
-                    and (folder / e["media"]).is_file()]
+    for dataset, record, folder, real in latest_with_media(records):
+        examples = [e for e in record["examples"] if e.get("media") and (folder / e["media"]).is_file()]
         name = f"{record['paper']}_{dataset}_examples.png"
         path = local_figure_path(results_dir, name) if real else results_dir / name
         if not examples:
@@ -418,9 +435,7 @@ def caption_examples_figure(records: list[dict], results_dir: Path) -> list[tupl
             axis.axis("off")
         for axis, example in zip(axes.flat, examples):
             axis.imshow(Image.open(folder / example["media"]).convert("RGB"))
-            lines = [f"model: {example['generated'] or '(empty)'}"]
-            lines += [f"{baseline}: {caption}" for baseline, caption in example.get("baselines", {}).items()]
-            lines += [f"human: {reference}" for reference in example["references"][:2]]
+            lines = example_caption_lines(example)
             axis.set_title("\n".join(textwrap.fill(line, 46) for line in lines), fontsize=7.5, loc="left")
         figure.suptitle(f"{record['paper']} on {dataset} test media, preset {record['preset']} "
                         f"(record {Path(record['_path']).name})", fontsize=9)

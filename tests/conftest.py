@@ -25,6 +25,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: every socket connect and name lookup fails, as on a machine without internet."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("[Errno 101] Network is unreachable (cut by the test)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))

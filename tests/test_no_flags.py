@@ -3,11 +3,11 @@
 The network is cut (every socket connect and name lookup fails), the data root is empty, so the run
 must take the paper's embedded sample and its `sample` preset, say so loudly, and finish with a run
 record. Only the number of epochs is cut (`--max-epochs 1`) to keep the suite fast; the closing
-notes give the full no-flag run times.
+notes give the full no-flag run times. The runs share one cache, as they would on a user's machine:
+the first captioner on a sample generates it and computes its features, the next ones read them.
 """
 
 import json
-import socket
 
 import pytest
 
@@ -17,16 +17,6 @@ from repro.registry import SAMPLE_PRESET, all_papers
 BUILT = [entry.name for entry in all_papers() if entry.built]
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("[Errno 101] Network is unreachable (cut by the test)")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
 def test_the_network_is_really_cut(offline):
     import urllib.request
 
@@ -34,8 +24,15 @@ def test_the_network_is_really_cut(offline):
         urllib.request.urlopen("https://download.pytorch.org/models/googlenet-1378be20.pth", timeout=5)
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.mark.parametrize("paper", BUILT)
-def test_no_flags_trains_and_scores_the_embedded_sample_offline(paper, offline, tmp_path, capsys):
+def test_no_flags_trains_and_scores_the_embedded_sample_offline(paper, offline, shared_cache, tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setenv("REPRO_CACHE", str(shared_cache))
     assert main(["run", paper, "--max-epochs", "1", "--no-progress", "--out", str(tmp_path / "out"),
                  "--results", str(tmp_path / "results")]) == 0
     printed = capsys.readouterr().out

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import socket
 import tarfile
 import zipfile
 from pathlib import Path
@@ -171,16 +170,6 @@ def test_tatoeba_is_read_from_its_registered_folder_or_corpus_dir(tmp_path):
 
 
 # --- data prepare ---------------------------------------------------------------------------------
-
-@pytest.fixture
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("[Errno 101] Network is unreachable (cut by the test)")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
 
 def github_archive(path: Path, source: Path) -> Path:
     """A zip laid out as GitHub's archive of multi30k/dataset, with other files of the repository beside."""

@@ -11,6 +11,15 @@ the suite trains with, and 32 and 64 streams are the minibatch path. Each measur
 several timed rounds, so a machine shared with other jobs reports its speed, not its load. Achieved
 GFLOP/s count the model's multiply-adds (2 FLOPs each, backward = 2x forward) and are set against this
 machine's measured fp32 matmul peak. Prints a table and writes JSON.
+
+A second set of rows takes a WikiText-2-sized vocabulary (33,278 words, Merity et al. 2016's Table 1)
+as a synthetic Zipf stream with the ``wikitext2`` preset's classes (182, about sqrt(V)): the full
+softmax's cost grows with the vocabulary and the class layer's with about its square root, so what
+the class-based output buys grows with the corpus (WikiText-103's 268k words: more still). Measured
+(results/benchmarks/mikolov2010.json, one core of a shared AMD EPYC, hidden 200): at 33,278 words the
+full softmax trains at about 1,000 tokens/s whatever the shape, 182 classes at 4,100 (8x20, the
+wikitext2 preset) and 11,900 (32x20), a 4.0x and 12.4x speed-up, against 2.5x and 7.0x at PTB's 10k
+words (a second run on the same machine gave 4.6x and 11.2x: the machine was shared).
 """
 
 from __future__ import annotations
@@ -32,17 +41,25 @@ from papers.mikolov2010 import PRESETS, ClassFactorizedSoftmax, Mikolov2010Confi
 from repro.records import cpu_model, matmul_peak_gflops, write_atomic
 
 
+WIKITEXT2_VOCABULARY = 33_278  # Merity et al. 2016, Table 1
+
+
+def zipf_stream(batch_size: int, size: int, words_per_stream: int = 30000) -> tuple[Vocabulary, torch.Tensor, str]:
+    """A Zipf-distributed stream over ``size`` words (rank r drawn with probability ~ 1/r), and its counts."""
+    generator = torch.Generator().manual_seed(0)
+    ranks = torch.arange(1, size + 1, dtype=torch.float)
+    stream = torch.multinomial(1 / ranks, batch_size * words_per_stream, replacement=True, generator=generator)
+    counts = Counter(stream.tolist())
+    vocabulary = Vocabulary([str(i) for i in range(size)], [counts.get(i, 0) + 1 for i in range(size)])
+    return vocabulary, stream.view(batch_size, -1), f"zipf-{size // 1000}k"
+
+
 def training_stream(batch_size: int) -> tuple[Vocabulary, torch.Tensor, str]:
     root, _ = resolve_data_dir(None)
     if (root / "ptb" / "ptb.train.txt").is_file():
         data = PennTreebankDataModule(root / "ptb", batch_size=batch_size)
         return data.vocabulary, data.train_dataloader().chunks.inputs, "ptb"
-    generator = torch.Generator().manual_seed(0)
-    ranks = torch.arange(1, 10001, dtype=torch.float)
-    stream = torch.multinomial(1 / ranks, batch_size * 30000, replacement=True, generator=generator)
-    counts = Counter(stream.tolist())
-    vocabulary = Vocabulary([str(i) for i in range(10000)], [counts.get(i, 0) + 1 for i in range(10000)])
-    return vocabulary, stream.view(batch_size, -1), "zipf-10k"
+    return zipf_stream(batch_size, 10000)
 
 
 def model_flops_per_token(network, targets: torch.Tensor, hidden: int) -> float:
@@ -58,8 +75,9 @@ def model_flops_per_token(network, targets: torch.Tensor, hidden: int) -> float:
     return 3 * 2 * (recurrence + output_cost)
 
 
-def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: float, rounds: int = 5) -> tuple[float, float]:
-    """Best of ``rounds`` timed rounds of ``seconds / rounds`` each, after 3 untimed warm-up steps."""
+def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: float, rounds: int = 5,
+                      warm_up: int = 3) -> tuple[float, float]:
+    """Best of ``rounds`` timed rounds of ``seconds / rounds`` each, after ``warm_up`` untimed steps."""
     torch.manual_seed(0)
     network = build_network(config, vocabulary)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
@@ -79,7 +97,7 @@ def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: fl
         step += 1
         return targets.numel(), model_flops_per_token(network, targets, config.hidden_size) * targets.numel()
 
-    for _ in range(3):
+    for _ in range(warm_up):
         train_step()
     for _ in range(rounds):
         tokens, flops, start = 0, 0.0, time.perf_counter()
@@ -100,29 +118,48 @@ def main(argv: list[str] | None = None) -> None:
                         help="STREAMSxWORDS per update: 1x10 is the toolkit's per-word SGD with its BPTT block of 10; "
                              "the class layer's per-class overhead shrinks per word as the update grows")
     parser.add_argument("--hidden-size", type=int, default=preset["hidden_size"])
+    wikitext = {**dataclasses.asdict(Mikolov2010Config()), **PRESETS["wikitext2"]}
+    parser.add_argument("--wikitext-shapes", nargs="*", default=[f"{wikitext['batch_size']}x{wikitext['bptt']}", "32x20"],
+                        help="STREAMSxWORDS for the WikiText-2-sized vocabulary (33,278 words, the wikitext2 "
+                             "preset's classes); none: skip those rows")
     args = parser.parse_args(argv)
-    seconds = 0.5 if args.quick else 20.0
+    # --quick: every code path once, not numbers
+    seconds, rounds, warm_up = (0.2, 2, 1) if args.quick else (20.0, 5, 3)
 
-    peak = matmul_peak_gflops(seconds / 2)
+    peak = matmul_peak_gflops(0.25 if args.quick else seconds / 2)
     rows, speedups = [], {}
-    for shape in args.shapes:
+
+    def measure(shape: str, stream_for, num_classes: int, key: str) -> str:
         batch_size, bptt = (int(part) for part in shape.split("x"))
-        vocabulary, stream, data = training_stream(batch_size)
+        vocabulary, stream, data = stream_for(batch_size)
         for output_layer in ("classes", "full"):
             config = Mikolov2010Config(output_layer=output_layer, batch_size=batch_size, bptt=bptt,
-                                       hidden_size=args.hidden_size, class_assignment=preset["class_assignment"])
-            rate, gflops = tokens_per_second(config, vocabulary, stream, seconds)
-            rows.append({"output_layer": output_layer, "hidden_size": config.hidden_size, "batch_size": batch_size,
-                         "bptt": config.bptt, "tokens_per_s": round(rate, 1), "gflops": round(gflops, 2),
+                                       hidden_size=args.hidden_size, class_assignment=preset["class_assignment"],
+                                       num_classes=num_classes)
+            rate, gflops = tokens_per_second(config, vocabulary, stream, seconds, rounds, warm_up)
+            rows.append({"data": data, "vocabulary_size": len(vocabulary), "output_layer": output_layer,
+                         "num_classes": num_classes if output_layer == "classes" else None,
+                         "hidden_size": config.hidden_size, "batch_size": batch_size, "bptt": config.bptt,
+                         "tokens_per_s": round(rate, 1), "gflops": round(gflops, 2),
                          "fraction_of_peak": round(gflops / peak, 3)})
-        speedups[shape] = round(rows[-2]["tokens_per_s"] / rows[-1]["tokens_per_s"], 2)
+        speedups[key] = round(rows[-2]["tokens_per_s"] / rows[-1]["tokens_per_s"], 2)
+        return data
+
+    for shape in args.shapes:
+        data = measure(shape, training_stream, preset["num_classes"], shape)
+    # --quick: the 33k path once, at the smallest shape (a full softmax over 33k words at 32x20 is 0.5 s a step)
+    for shape in args.wikitext_shapes[:1] if args.quick else args.wikitext_shapes:
+        measure(shape, lambda batch_size: zipf_stream(batch_size, WIKITEXT2_VOCABULARY), wikitext["num_classes"],
+                f"{shape} at {WIKITEXT2_VOCABULARY} words")
 
     print(f"mikolov2010 training throughput on {data} ({cpu_model()}, {torch.get_num_threads()} threads); "
           f"fp32 matmul peak {peak:.1f} GFLOP/s; hidden {args.hidden_size}")
-    print(f"{'output layer':<14}{'streams':>8}{'words':>6}{'tokens/s':>12}{'GFLOP/s':>10}{'of peak':>10}")
+    print(f"{'data':<10}{'vocabulary':>11}{'output layer':>14}{'streams':>8}{'words':>6}{'tokens/s':>12}"
+          f"{'GFLOP/s':>10}{'of peak':>10}")
     for row in rows:
-        print(f"{row['output_layer']:<14}{row['batch_size']:>8}{row['bptt']:>6}{row['tokens_per_s']:>12.0f}"
-              f"{row['gflops']:>10.1f}{row['fraction_of_peak']:>10.1%}")
+        layer = f"{row['num_classes']} classes" if row["output_layer"] == "classes" else "full"
+        print(f"{row['data']:<10}{row['vocabulary_size']:>11,}{layer:>14}{row['batch_size']:>8}{row['bptt']:>6}"
+              f"{row['tokens_per_s']:>12.0f}{row['gflops']:>10.1f}{row['fraction_of_peak']:>10.1%}")
     for shape, speedup in speedups.items():
         print(f"class-based speed-up over the full softmax at {shape} (streams x words): {speedup:.1f}x "
               f"(target at the ptb preset's {preset['batch_size']}x{preset['bptt']}: at least 5x)")

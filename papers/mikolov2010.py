@@ -87,7 +87,7 @@ NAME = "mikolov2010"
 # techniques", Table on the Penn Treebank (test perplexity, 10k vocabulary).
 PUBLISHED = (
     PublishedResult("ptb", "test", "ppl_kn5", 141.2, "KN5 (no count cutoffs)", "Mikolov et al. 2011, PTB table"),
-    PublishedResult("ptb", "test", "ppl", 124.7, "RNNLM (single)", "Mikolov et al. 2011, PTB table"),
+    PublishedResult("ptb", "test", "ppl", 124.7, "RNNLM (single)", "Mikolov et al. 2011, PTB table", headline=True),
     PublishedResult("ptb", "test", "ppl_dynamic", 123.2, "RNNLM (single, dynamic)", "Mikolov et al. 2011, PTB table"),
 )
 

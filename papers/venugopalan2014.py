@@ -71,7 +71,8 @@ _UNVERIFIED = "Venugopalan et al. 2015, Table 2, as usually quoted (NOT checked 
 PUBLISHED = (
     PublishedResult("msvd", "test", "bleu_4", 13.68, "FGM (Thomason et al. 2014)", _UNVERIFIED),
     PublishedResult("msvd", "test", "meteor", 23.90, "FGM (Thomason et al. 2014)", _UNVERIFIED),
-    PublishedResult("msvd", "test", "bleu_4", 31.19, "LSTM-YT", _UNVERIFIED),
+    PublishedResult("msvd", "test", "bleu_4", 31.19, "LSTM-YT", _UNVERIFIED, headline=True,
+                    config=(("visual_input", "mean-pooled"),)),
     PublishedResult("msvd", "test", "meteor", 26.87, "LSTM-YT", _UNVERIFIED),
     PublishedResult("msvd", "test", "bleu_4", 33.29, "LSTM-YT_coco", _UNVERIFIED),
     PublishedResult("msvd", "test", "meteor", 27.23, "LSTM-YT_coco", _UNVERIFIED),

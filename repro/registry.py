@@ -26,6 +26,9 @@ class PublishedResult:
     system: str  # the row in the paper's table, e.g. "RNNLM (single)"
     source: str  # e.g. "Mikolov et al. 2011, Table 2"
     headline: bool = False  # shown in results/README.md's overview beside this suite's best comparable row
+    # config values that make a run of this suite the same system (e.g. (("attention", "soft"),)): the
+    # overview sets only such runs beside the number, never a control or the other variant
+    config: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass

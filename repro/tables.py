@@ -213,11 +213,13 @@ def _overview_line(entry: PaperEntry, published, records: list[dict], problems: 
     metric = f"{published.split}/{published.metric}"
     paper_cell = f"{published.value:g} ({published.system}; {published.dataset}, {published.source})"
     rows = [row for row in rows_of(entry, records) if row.real and row.mean(metric) is not None
-            and not any(problems.get(r["_path"]) for r in row.records) and row.preset != "human-agreement"]
+            and not any(problems.get(r["_path"]) for r in row.records) and row.preset != "human-agreement"
+            and all(row.records[-1].get("config", {}).get(key) == value for key, value in published.config)]
     comparable = [row for row in rows if row.dataset == published.dataset and not row.records[-1].get("data_subset")]
     pool = comparable or rows
     if not pool:
-        return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | | | no run on real data yet |"
+        which = " of this system (" + ", ".join(f"{k}={v}" for k, v in published.config) + ")" if published.config else ""
+        return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | | | no real-data run{which} reports {metric} yet |"
     best = (min if "ppl" in metric else max)(pool, key=lambda row: row.mean(metric))
     difference = f"{best.mean(metric) - published.value:+.1f}" if comparable else "not comparable (other data)"
     subset = (best.records[-1].get("data_subset") or {}).get("description")

@@ -85,3 +85,26 @@ def test_check_finds_a_stale_page(tmp_path, monkeypatch):
     page = results / "mikolov2010.md"
     page.write_text(page.read_text().replace("130.0", "120.0"))  # a number typed by hand
     assert [problem for problem in tables.check_tables(results) if "mikolov2010.md: stale" in problem]
+
+
+def test_overview_sets_only_the_same_system_beside_a_published_number(monkeypatch):
+    """A published row that names its system's config (xu2015's soft vs hard attention) is compared
+    only with runs of that config; the best run of the other variant is not its row."""
+    from repro.registry import get_paper
+
+    monkeypatch.setattr(tables, "trace_problem", lambda record: None)
+    entry = get_paper("xu2015")
+
+    def record(preset, attention, bleu_4, seed=0):
+        return {"paper": "xu2015", "preset": preset, "dataset": "flickr8k", "data_source": "real", "_path": preset,
+                "config": {"attention": attention, "seed": seed}, "metrics": {"test/bleu_4": bleu_4},
+                "finished_at": "2026-12-01T00:00:00+00:00", "epochs": 3}
+
+    runs = [record("paper", "soft", 18.0), record("paper-hard", "hard", 25.0)]
+    lines = tables.overview([entry], {"xu2015": runs}, {}).splitlines()
+    soft = next(line for line in lines if "19.5 (Soft-Attention" in line)
+    hard = next(line for line in lines if "21.3 (Hard-Attention" in line)
+    assert "| 18.0 | -1.5 |" in soft and "| 25.0 | +3.7 |" in hard
+    lines = tables.overview([entry], {"xu2015": runs[1:]}, {}).splitlines()
+    soft = next(line for line in lines if "19.5 (Soft-Attention" in line)
+    assert "no real-data run of this system (attention=soft) reports test/bleu_4 yet" in soft

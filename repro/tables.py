@@ -390,5 +390,9 @@ def check_tables(results_dir: Path) -> list[str]:
                     found.append(f"{committed}: stale figure (run `python -m repro table`)")
             elif committed.read_bytes() != path.read_bytes():
                 found.append(f"{committed}: stale (run `python -m repro table`)")
+        written = {path.relative_to(scratch) for path in fresh}
+        for leftover in sorted(results_dir.glob("*.png")):  # a figure no record draws any more
+            if leftover.relative_to(results_dir) not in written and stored_digest(leftover) is not None:
+                found.append(f"{leftover}: no run record draws it any more (delete it)")
         shutil.rmtree(scratch, ignore_errors=True)
     return found

@@ -85,6 +85,16 @@ def test_check_finds_a_stale_page(tmp_path, monkeypatch):
     page = results / "mikolov2010.md"
     page.write_text(page.read_text().replace("130.0", "120.0"))  # a number typed by hand
     assert [problem for problem in tables.check_tables(results) if "mikolov2010.md: stale" in problem]
+    tables.write_tables(results)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots()
+    axis.plot([1, 2], [3, 4])
+    tables.save_figure(figure, results / "mikolov2010_length_gone.png")  # drawn for records since removed
+    assert [p for p in tables.check_tables(results) if "mikolov2010_length_gone.png: no run record draws it" in p]
 
 
 def test_overview_sets_only_the_same_system_beside_a_published_number(monkeypatch):

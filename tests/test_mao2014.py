@@ -170,10 +170,16 @@ def test_each_preset_resolves_and_builds(preset):
     ("cpu", ["image_size=64"]),
 ])
 def test_preset_runs_through_the_cli_to_a_record_and_a_table_row(root, preset, overrides):
+    """Each real-data preset through the CLI on the small Flickr8k fixture in its official format."""
+    from test_captions import write_flickr8k
+
+    if not (root / "data" / "flickr8k_text").is_dir():
+        write_flickr8k(root / "data")
     results = root / f"results-{preset}"
     settings = [argument for override in overrides for argument in ("--set", override)]
-    record = run_cli(root, results, "--preset", preset, *settings, "--max-epochs", "1", "--no-progress",
-                     "--accelerator", "cpu", "--devices", "1")
+    record = run_cli(root, results, "--preset", preset, "--data", "flickr8k", *settings, "--max-epochs", "1",
+                     "--no-progress", "--accelerator", "cpu", "--devices", "1")
+    assert record["dataset"] == "flickr8k" and record["data_source"] == "real"
     assert record["preset"] == preset and record["metrics"]["test/ppl"] == record["metrics"]["test/ppl"]
     assert record["config"]["beam_size"] == 1  # greedy, as Sec. 5 generates
     assert main(["table", "--results", str(results)]) == 0

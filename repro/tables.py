@@ -181,6 +181,23 @@ def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str 
     return "\n".join(lines) + "\n"
 
 
+def shown_command(command: str, several_seeds: bool = False) -> str:
+    """A record's command as a reader retypes it: without where that machine put its outputs and records
+    (``--out``, ``--results``) or its quiet flag, and with ``--seed SEED`` for a row of several seeds."""
+    words, shown, skip = command.split(), [], False
+    for index, word in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if word in ("--out", "--results", "--seed"):
+            skip = True
+            continue
+        if word == "--no-progress":
+            continue
+        shown.append(word)
+    return " ".join(shown) + (" --seed SEED" if several_seeds else "")
+
+
 def reproduce_section(entry: PaperEntry, records: list[dict]) -> str:
     """How to reproduce: each configuration's exact command, what it gave here and on what, and the
     same run as a cluster job."""
@@ -197,11 +214,12 @@ def reproduce_section(entry: PaperEntry, records: list[dict]) -> str:
         command = latest["command"]
         seeds = sorted(r.get("config", {}).get("seed") for r in row.records)
         value = row.cell(headline)
+        command = shown_command(command, several_seeds=row.seeds > 1)
         lines += [f"- `{row.preset}` on {row.dataset}" + (f" ({row.differences})" if row.differences else "")
                   + f": {headline} {value or 'n/a'}" + (f" over seeds {', '.join(map(str, seeds))}" if row.seeds > 1 else "")
                   + f"; {statistics.mean(r.get('wall_time_s', 0) for r in row.records) / 60:.1f} min each on "
                   f"{_where(latest)} ({(latest.get('hardware') or {}).get('cpu', '')})", "",
-                  f"      {command}" + (" --seed SEED" if row.seeds > 1 and "--seed" not in command else ""), ""]
+                  f"      {command}", ""]
     lines += ["On a SLURM cluster, the same run as a requeueable multi-GPU job (it resumes after preemption):", "",
               f"      python -m repro submit {entry.name} --preset paper --data-dir DATA_ROOT --nodes 1 --gpus-per-node 4 "
               f"--time 1-00:00:00 [--partition P] [--dry-run]", "",

@@ -38,6 +38,21 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
+def sandboxed_run(root: Path, argv: list[str]) -> dict:
+    """``repro run ARGV`` with its cache, data root, outputs and records under ``root``; its run record."""
+    import json
+
+    from repro.cli import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_DATA", str(root / "data"))
+        patch.delenv("REPRO_RUN_ID", raising=False)
+        assert main(["run", *argv, "--out", str(root / "out"), "--results", str(root / "results")]) == 0
+    [path] = (root / "results" / "runs").glob("*.json")
+    return json.loads(path.read_text())
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))

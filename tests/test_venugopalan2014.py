@@ -312,14 +312,10 @@ def test_language_only_trains_on_msvd_captions_without_any_video(tmp_path, capsy
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    from conftest import sandboxed_run
+
     root = tmp_path_factory.mktemp("venugopalan")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
-        patch.setenv("REPRO_DATA", str(root / "data"))
-        patch.delenv("REPRO_RUN_ID", raising=False)
-        assert main(["run", "venugopalan2014", *SMOKE, "--out", str(root / "out"), "--results", str(root / "results")]) == 0
-    [path] = (root / "results" / "runs").glob("*.json")
-    return root, json.loads(path.read_text())
+    return root, sandboxed_run(root, ["venugopalan2014", *SMOKE])
 
 
 def test_smoke_run_records_model_baseline_and_attribute_accuracy(smoke_run):

@@ -79,14 +79,10 @@ def test_nearest_neighbour_retrieves_from_the_closest_training_images():
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    from conftest import sandboxed_run
+
     root = tmp_path_factory.mktemp("vinyals")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
-        patch.setenv("REPRO_DATA", str(root / "data"))
-        patch.delenv("REPRO_RUN_ID", raising=False)
-        assert main(["run", "vinyals2014", *SMOKE, "--out", str(root / "out"), "--results", str(root / "results")]) == 0
-    [path] = (root / "results" / "runs").glob("*.json")
-    return root, json.loads(path.read_text())
+    return root, sandboxed_run(root, ["vinyals2014", *SMOKE])
 
 
 def test_smoke_run_records_model_and_baseline_metrics(smoke_run):

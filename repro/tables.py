@@ -90,6 +90,13 @@ class Row:
     def seeds(self) -> int:
         return len(self.records)
 
+    @property
+    def epochs(self) -> str:
+        """The epochs its runs trained: one number, or the range where seeds differ (a time-capped
+        preset trains as many epochs as the machine's load allows)."""
+        counts = sorted({r["epochs"] for r in self.records if r.get("epochs") is not None})
+        return "" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
 
 def rows_of(entry: PaperEntry, records: list[dict]) -> list[Row]:
     """Records grouped by (preset, config differences other than the seed, dataset, data subset)."""
@@ -123,7 +130,7 @@ def _suite_lines(entry: PaperEntry, rows: list[Row], columns: list[str], problem
         commits = sorted({(r.get("git") or {}).get("commit", "")[:7] for r in row.records})
         names = ", ".join(f"`{Path(r['_path']).name}`" for r in row.records)
         lines.append("| " + " | ".join([source, system, dataset, *[row.cell(c) for c in columns],
-                                        str(latest.get("epochs", "")), f"{wall:.1f} min on {_where(latest)}",
+                                        row.epochs, f"{wall:.1f} min on {_where(latest)}",
                                         latest.get("finished_at", "")[:10], ", ".join(commits), names]) + " |")
         # A baseline a run scores beside its model ("test/bleu_4@nearest-neighbour") gets its own row
         for baseline in sorted({key.split("@", 1)[1] for r in row.records for key in r["metrics"] if "@" in key}):

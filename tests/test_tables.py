@@ -118,3 +118,14 @@ def test_overview_sets_only_the_same_system_beside_a_published_number(monkeypatc
     lines = tables.overview([entry], {"xu2015": runs[1:]}, {}).splitlines()
     soft = next(line for line in lines if "19.5 (Soft-Attention" in line)
     assert "no real-data run of this system (attention=soft) reports test/bleu_4 yet" in soft
+
+
+def test_row_shows_the_range_of_epochs_its_seeds_trained():
+    """A time-capped preset trains as many epochs as the load allows: a row of seeds shows the range,
+    not the latest run's count alone."""
+    def record(epochs, seed):
+        return {"config": {"seed": seed}, "metrics": {"test/bleu_4": 15.0 + seed}, "epochs": epochs}
+
+    assert tables.Row("cpu", "", "flickr8k", [record(18, 1), record(15, 2), record(17, 3)]).epochs == "15-18"
+    assert tables.Row("cpu", "", "flickr8k", [record(8, 1), record(8, 2)]).epochs == "8"
+    assert tables.Row("cpu", "", "flickr8k", [{"config": {}, "metrics": {}}]).epochs == ""

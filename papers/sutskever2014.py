@@ -383,9 +383,12 @@ def score_translations(items: list, target_language: str, edges: tuple[int, ...]
 def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Path]]:
     """Fig. 3 of the paper for each dataset: test BLEU by source length, forward against reversed runs.
 
-    One line per (preset, source order) on that dataset, the latest such record; the x axis is the
-    length bucket with its number of test sentences.
+    One line per (preset, source order) on that dataset: the runs of the newest record's configuration,
+    one per seed (the newest of each), their mean with the standard deviation as error bars where there
+    are several seeds; the x axis is the length bucket with its number of test sentences.
     """
+    import statistics
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -394,23 +397,33 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
 
     written = []
     by_dataset: dict[str, dict[tuple, dict]] = {}
-    for record in records:  # oldest first: the newest of each (preset, order) wins
+    for record in records:  # oldest first: the newest configuration of each (preset, order) wins
         if any(key.startswith(("test/bleu_len_", "test/bleu_lc_len_")) for key in record.get("metrics", {})):
             order = "reversed" if record["config"].get("reverse_source") else "forward"
-            by_dataset.setdefault(record["dataset"], {})[(record["preset"], order)] = record
-    for dataset, latest in sorted(by_dataset.items()):
+            config = json.dumps({k: v for k, v in record["config"].items() if k != "seed"}, sort_keys=True)
+            line = by_dataset.setdefault(record["dataset"], {}).get((record["preset"], order))
+            if line is None or line["config"] != config:
+                line = by_dataset[record["dataset"]][(record["preset"], order)] = {"config": config, "seeds": {}}
+            line["seeds"][record["config"].get("seed")] = record
+    for dataset, lines in sorted(by_dataset.items()):
         figure, axis = plt.subplots(figsize=(6.5, 4))
-        for (preset, order), record in sorted(latest.items()):
-            metrics = record["metrics"]
+        for (preset, order), line in sorted(lines.items()):
+            runs = list(line["seeds"].values())
+            metrics = runs[-1]["metrics"]
             # a record written before the _lc names had test/bleu_len_* also for lowercased runs
             bleu = bleu_names(True)[0] if bleu_names(True)[0] in metrics else bleu_names(False)[0]
-            case = ", lowercased" if record["config"].get("lowercase") else ""
-            buckets = [name for _, _, name in bucket_names(tuple(record["config"]["length_bucket_edges"]))
-                       if f"{bleu}_len_{name}" in metrics]
+            case = ", lowercased" if runs[-1]["config"].get("lowercase") else ""
+            buckets = [name for _, _, name in bucket_names(tuple(runs[-1]["config"]["length_bucket_edges"]))
+                       if all(f"{bleu}_len_{name}" in run["metrics"] for run in runs)]
             labels = [f"{name}\n({int(metrics[f'test/sentences_len_{name}'])})" for name in buckets]
-            axis.plot(labels, [metrics[f"{bleu}_len_{name}"] for name in buckets], marker="o",
-                      linestyle="-" if order == "reversed" else "--",
-                      label=f"{order} source, preset {preset} (BLEU {metrics[bleu]:.1f}{case})")
+            values = [[run["metrics"][f"{bleu}_len_{name}"] for run in runs] for name in buckets]
+            overall = [run["metrics"][bleu] for run in runs]
+            spread = (f"{statistics.mean(overall):.1f} ± {statistics.stdev(overall):.1f}, {len(runs)} seeds"
+                      if len(runs) > 1 else f"{overall[0]:.1f}")
+            axis.errorbar(labels, [statistics.mean(v) for v in values],
+                          yerr=[statistics.stdev(v) for v in values] if len(runs) > 1 else None, marker="o",
+                          capsize=3, linestyle="-" if order == "reversed" else "--",
+                          label=f"{order} source, preset {preset} (BLEU {spread}{case})")
         axis.set_xlabel("source sentence length in tokens (test sentences)")
         axis.set_ylabel("BLEU (tokenized, multi-bleu; -lc if lowercased)")
         axis.set_title(f"{NAME} on {dataset}: BLEU by sentence length (paper Fig. 3)")
@@ -419,7 +432,8 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
         figure.tight_layout()
         path = results_dir / f"{NAME}_length_{dataset}.png"
         save_figure(figure, path, dpi=120)
-        written.append((f"BLEU by source length on {dataset}", path))
+        written.append((f"BLEU by source length on {dataset}" + (", mean ± sd over seeds" if any(
+            len(line["seeds"]) > 1 for line in lines.values()) else ""), path))
     return written
 
 

@@ -159,3 +159,36 @@ def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):
     assert ensemble.stdout.strip().splitlines() == lines  # an ensemble of one model twice is that model
     bad = repro("translate", "--ckpt", checkpoint, "--input", str(tmp_path / "missing.txt"), env=env)
     assert bad.returncode == 2 and "error: --input" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # errorbar is replaced by a recorder
+def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, monkeypatch):
+    """Fig. 3 per dataset: one line per (preset, order), the mean over the seeds of the newest config
+    with sd error bars; an older config of the same preset is not mixed into it."""
+    from papers import sutskever2014
+
+    drawn = {}
+
+    def errorbar(self, labels, means, yerr=None, **kwargs):
+        drawn[kwargs["label"]] = (list(labels), list(means), yerr)
+
+    monkeypatch.setattr("matplotlib.axes.Axes.errorbar", errorbar)
+    edges = list(Sutskever2014Config().length_bucket_edges)
+    first = bucket_names(tuple(edges))[0][2]
+
+    def record(preset, reverse, seed, bleu, max_epochs=8):
+        return {"dataset": "multi30k", "preset": preset,
+                "config": {"reverse_source": reverse, "seed": seed, "lowercase": True, "max_epochs": max_epochs,
+                           "length_bucket_edges": edges},
+                "metrics": {"test/bleu_lc": bleu, f"test/bleu_lc_len_{first}": bleu + 5,
+                            f"test/sentences_len_{first}": 36.0}}
+
+    records = [record("cpu", True, 1, 99.0, max_epochs=30),  # an older config: superseded, not averaged
+               record("cpu", True, 1, 17.0), record("cpu", True, 2, 18.0), record("cpu", True, 3, 19.0),
+               record("cpu-forward", False, 1, 14.0)]
+    written = sutskever2014.length_figures(records, tmp_path)
+    assert [path.name for _, path in written] == ["sutskever2014_length_multi30k.png"]
+    assert "mean ± sd over seeds" in written[0][0] and written[0][1].is_file()
+    reversed_line = drawn["reversed source, preset cpu (BLEU 18.0 ± 1.0, 3 seeds, lowercased)"]
+    assert reversed_line[1] == [pytest.approx(23.0)] and reversed_line[2] == [pytest.approx(1.0)]
+    assert drawn["forward source, preset cpu-forward (BLEU 14.0, lowercased)"][1:] == ([19.0], None)

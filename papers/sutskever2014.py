@@ -426,7 +426,7 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
                           label=f"{order} source, preset {preset} (BLEU {spread}{case})")
         axis.set_xlabel("source sentence length in tokens (test sentences)")
         axis.set_ylabel("BLEU (tokenized, multi-bleu; -lc if lowercased)")
-        axis.set_title(f"{NAME} on {dataset}: BLEU by sentence length (paper Fig. 3)")
+        axis.set_title(f"{NAME} on {dataset}: BLEU by sentence length (paper Fig. 3)", fontsize=10)
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
         figure.tight_layout()

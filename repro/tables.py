@@ -54,8 +54,17 @@ def differences_from_preset(entry: PaperEntry, record: dict, ignore: tuple[str, 
         current = json.loads(json.dumps(config_to_dict(resolve_config(entry.config_class, entry.presets, record["preset"]))))
     except UserError:
         return " ".join(record.get("overrides") or [])
-    return " ".join(f"{key}={value}" for key, value in record["config"].items()
-                    if key in current and current[key] != value and key not in ignore)
+    return _portable(" ".join(f"{key}={value}" for key, value in record["config"].items()
+                              if key in current and current[key] != value and key not in ignore),
+                     record.get("command", ""))
+
+
+def _portable(text: str, command: str) -> str:
+    """``text`` with the run's output folder (its ``--out``) written ``OUT``: a checkpoint another run
+    left there (``init_from=...``) reads the same on every machine."""
+    words = command.split()
+    out = words[words.index("--out") + 1] if "--out" in words[:-1] else None
+    return text.replace(out.rstrip("/") + "/", "OUT/") if out else text
 
 
 @dataclass
@@ -202,7 +211,7 @@ def shown_command(command: str, several_seeds: bool = False) -> str:
         if word == "--no-progress":
             continue
         shown.append(word)
-    return " ".join(shown) + (" --seed SEED" if several_seeds else "")
+    return _portable(" ".join(shown), command) + (" --seed SEED" if several_seeds else "")
 
 
 def reproduce_section(entry: PaperEntry, records: list[dict]) -> str:
@@ -211,15 +220,20 @@ def reproduce_section(entry: PaperEntry, records: list[dict]) -> str:
     rows = [row for row in rows_of(entry, records) if row.records[-1].get("command", "").startswith("python -m repro run")]
     if not rows:
         return ""
-    headline = entry.metrics[0]
+    # each row's expected number: the paper's headline metric (as marked on its published rows), else the
+    # first of the paper's metrics the row reports (a lowercased run has test/bleu_lc, not test/bleu)
+    candidates = list(dict.fromkeys([f"{p.split}/{p.metric}" for p in entry.published if p.headline]
+                                    + list(entry.metrics)))
     lines = ["", "## How to reproduce", "",
              "Each command below is the one its records hold (`DATA_ROOT` is the folder given as `--data-dir`, "
-             "`$REPRO_DATA` or `~/.cache/repro/data`; `python -m repro data prepare DATASET` says what goes there). "
+             "`$REPRO_DATA` or `~/.cache/repro/data`; `python -m repro data prepare DATASET` says what goes there; "
+             "`OUT` is the folder given as `--out`, `outputs` by default). "
              "Expected: the row's numbers above, within the spread of seeds.", ""]
     for row in rows:
         latest = row.records[-1]
         command = latest["command"]
         seeds = sorted(r.get("config", {}).get("seed") for r in row.records)
+        headline = next((metric for metric in candidates if row.cell(metric)), candidates[0])
         value = row.cell(headline)
         command = shown_command(command, several_seeds=row.seeds > 1)
         lines += [f"- `{row.preset}` on {row.dataset}" + (f" ({row.differences})" if row.differences else "")

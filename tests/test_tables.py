@@ -129,3 +129,21 @@ def test_row_shows_the_range_of_epochs_its_seeds_trained():
     assert tables.Row("cpu", "", "flickr8k", [record(18, 1), record(15, 2), record(17, 3)]).epochs == "15-18"
     assert tables.Row("cpu", "", "flickr8k", [record(8, 1), record(8, 2)]).epochs == "8"
     assert tables.Row("cpu", "", "flickr8k", [{"config": {}, "metrics": {}}]).epochs == ""
+
+
+def test_commands_and_differences_write_the_runs_output_folder_as_OUT():
+    """A reader retypes the command: no --out/--results/--no-progress of the machine that ran it, and a
+    checkpoint another run left in that folder (init_from) is written under OUT."""
+    from repro.registry import get_paper
+
+    command = ("python -m repro run venugopalan2014 --preset sample --set pretrained_on=shapes --set "
+               "init_from=/tmp/rec/out/venugopalan2014/shapes-run/checkpoints/best.ckpt --no-progress "
+               "--out /tmp/rec/out --results /tmp/tree/results --seed 3")
+    assert tables.shown_command(command, several_seeds=True) == (
+        "python -m repro run venugopalan2014 --preset sample --set pretrained_on=shapes --set "
+        "init_from=OUT/venugopalan2014/shapes-run/checkpoints/best.ckpt --seed SEED")
+    entry = get_paper("venugopalan2014")
+    record = {"preset": "sample", "command": command,
+              "config": {"init_from": "/tmp/rec/out/venugopalan2014/shapes-run/checkpoints/best.ckpt"}}
+    assert tables.differences_from_preset(entry, record) == "init_from=OUT/venugopalan2014/shapes-run/checkpoints/best.ckpt"
+    assert tables.shown_command("python -m repro run mikolov2010") == "python -m repro run mikolov2010"

@@ -29,6 +29,9 @@ class PublishedResult:
     # config values that make a run of this suite the same system (e.g. (("attention", "soft"),)): the
     # overview sets only such runs beside the number, never a control or the other variant
     config: tuple[tuple[str, object], ...] = ()
+    # what a run on other data may report in this number's place when it has no ``metric`` (e.g.
+    # "test/bleu_lc", a lowercased run's BLEU): the overview shows it, never with a difference
+    other_data_metrics: tuple[str, ...] = ()
 
 
 @dataclass

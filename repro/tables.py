@@ -251,20 +251,29 @@ def reproduce_section(entry: PaperEntry, records: list[dict]) -> str:
 def _overview_line(entry: PaperEntry, published, records: list[dict], problems: dict[str, str | None]) -> str:
     metric = f"{published.split}/{published.metric}"
     paper_cell = f"{published.value:g} ({published.system}; {published.dataset}, {published.source})"
-    rows = [row for row in rows_of(entry, records) if row.real and row.mean(metric) is not None
-            and not any(problems.get(r["_path"]) for r in row.records) and row.preset != "human-agreement"
-            and all(row.records[-1].get("config", {}).get(key) == value for key, value in published.config)]
+
+    def reporting(name: str) -> list[Row]:
+        return [row for row in rows_of(entry, records) if row.real and row.mean(name) is not None
+                and not any(problems.get(r["_path"]) for r in row.records) and row.preset != "human-agreement"
+                and all(row.records[-1].get("config", {}).get(key) == value for key, value in published.config)]
+
+    rows = reporting(metric)
     comparable = [row for row in rows if row.dataset == published.dataset and not row.records[-1].get("data_subset")]
-    pool = comparable or rows
+    pool, shown = comparable or rows, metric
+    for other in () if pool else published.other_data_metrics:  # never beside the paper's own metric
+        pool, shown = reporting(other), other
+        if pool:
+            break
     if not pool:
         which = " of this system (" + ", ".join(f"{k}={v}" for k, v in published.config) + ")" if published.config else ""
         return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | | | no real-data run{which} reports {metric} yet |"
-    best = (min if "ppl" in metric else max)(pool, key=lambda row: row.mean(metric))
-    difference = f"{best.mean(metric) - published.value:+.1f}" if comparable else "not comparable (other data)"
+    best = (min if "ppl" in shown else max)(pool, key=lambda row: row.mean(shown))
+    difference = (f"{best.mean(shown) - published.value:+.1f}" if comparable else
+                  "not comparable (other data)" if shown == metric else f"not comparable (other data, {shown})")
     subset = (best.records[-1].get("data_subset") or {}).get("description")
     data = f"{best.dataset}" + (f" ({subset})" if subset else "") + f", preset `{best.preset}`" + (
         f" `{best.differences}`" if best.differences else "") + (f", {best.seeds} seeds" if best.seeds > 1 else "")
-    return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | {best.cell(metric)} | {difference} | {data} |"
+    return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | {best.cell(shown)} | {difference} | {data} |"
 
 
 def overview(papers: list[PaperEntry], by_paper: dict[str, list[dict]], problems: dict[str, str | None]) -> str:

@@ -147,3 +147,29 @@ def test_commands_and_differences_write_the_runs_output_folder_as_OUT():
               "config": {"init_from": "/tmp/rec/out/venugopalan2014/shapes-run/checkpoints/best.ckpt"}}
     assert tables.differences_from_preset(entry, record) == "init_from=OUT/venugopalan2014/shapes-run/checkpoints/best.ckpt"
     assert tables.shown_command("python -m repro run mikolov2010") == "python -m repro run mikolov2010"
+
+
+def test_overview_shows_a_lowercased_runs_bleu_on_other_data_never_with_a_difference(monkeypatch):
+    """sutskever2014's cpu runs lowercase, so they have test/bleu_lc, not the paper's test/bleu: the
+    overview shows it, named, as other data; a run with the paper's own metric would come first."""
+    from repro.registry import get_paper
+
+    monkeypatch.setattr(tables, "trace_problem", lambda record: None)
+    entry = get_paper("sutskever2014")
+
+    def record(reverse, metrics, seed=1):
+        return {"paper": "sutskever2014", "preset": "cpu", "dataset": "multi30k", "data_source": "real",
+                "_path": f"{reverse}{seed}{sorted(metrics)}", "config": {"reverse_source": reverse, "seed": seed},
+                "metrics": metrics, "finished_at": "2026-12-01T00:00:00+00:00", "epochs": 8}
+
+    runs = [record(True, {"test/bleu_lc": 17.0}), record(True, {"test/bleu_lc": 19.0}, seed=2),
+            record(False, {"test/bleu_lc": 14.0})]
+    lines = tables.overview([entry], {"sutskever2014": runs}, {}).splitlines()
+    reversed_line = next(line for line in lines if "30.59 (single reversed" in line)
+    forward_line = next(line for line in lines if "26.17 (single forward" in line)
+    assert "| 18.0 ± 1.4 | not comparable (other data, test/bleu_lc) | multi30k" in reversed_line
+    assert "| 14.0 | not comparable (other data, test/bleu_lc) |" in forward_line
+    runs.append(record(False, {"test/bleu": 12.0}, seed=3))
+    forward_line = next(line for line in tables.overview([entry], {"sutskever2014": runs}, {}).splitlines()
+                        if "26.17 (single forward" in line)
+    assert "| 12.0 | not comparable (other data) |" in forward_line

@@ -23,7 +23,7 @@ Where it departs from the paper, and why:
   test sets come from config) and Tatoeba (and the embedded sample), with vocabularies cut by count
   (``min_count``) instead of to 160k/80k.
 - The ``cpu`` preset is a small network (2 x 256, see PRESETS) trained with Adam and dropout 0.2 for a
-  fixed 8 epochs of Multi30k (about 3,300 updates, 25 minutes on one core): plain SGD at 0.7 needs many
+  fixed 8 epochs of Multi30k (3,632 updates, about 35 minutes on one core): plain SGD at 0.7 needs many
   more updates than a 2-core CPU gives in that time, and dropout is the usual guard for a corpus of 29k
   pairs (not ablated here). The length is fixed, not a time cap, so both source orders and every seed
   get the same updates whatever the machine's load. Its rate is kept for 5 epochs, as in the paper,
@@ -142,7 +142,7 @@ class Sutskever2014Config(TrainingConfig):
 PRESETS = {
     "paper": {},
     "paper-forward": {"reverse_source": False},  # Sec. 3.3's ablation: the same model, source not reversed
-    # 2-core CPU, real Multi30k (or Tatoeba, 2 epochs): 8 epochs, about 25 minutes on one core (tuned on
+    # 2-core CPU, real Multi30k (or Tatoeba, 2 epochs): 8 epochs, about 35 minutes on one core (tuned on
     # Multi30k, see the docstring); a fixed length, so its numbers do not depend on the machine's load
     "cpu": {"num_layers": 2, "hidden_size": 256, "embedding_size": 256, "min_count": 2, "lowercase": True,
             "dropout": 0.2, "optimizer": "adam", "learning_rate": 0.002, "decay_after_epochs": 5.0,

@@ -393,22 +393,21 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from repro.tables import save_figure
+    from repro.registry import get_paper
+    from repro.tables import rows_of, save_figure
 
     written = []
-    by_dataset: dict[str, dict[tuple, dict]] = {}
-    for record in records:  # oldest first: the newest configuration of each (preset, order) wins
-        if any(key.startswith(("test/bleu_len_", "test/bleu_lc_len_")) for key in record.get("metrics", {})):
-            order = "reversed" if record["config"].get("reverse_source") else "forward"
-            config = json.dumps({k: v for k, v in record["config"].items() if k != "seed"}, sort_keys=True)
-            line = by_dataset.setdefault(record["dataset"], {}).get((record["preset"], order))
-            if line is None or line["config"] != config:
-                line = by_dataset[record["dataset"]][(record["preset"], order)] = {"config": config, "seeds": {}}
-            line["seeds"][record["config"].get("seed")] = record
+    position = {id(record): index for index, record in enumerate(records)}  # records come oldest first
+    by_dataset: dict[str, dict[tuple, object]] = {}
+    for row in sorted(rows_of(get_paper(NAME), [r for r in records if any(  # oldest configuration first
+            key.startswith(("test/bleu_len_", "test/bleu_lc_len_")) for key in r.get("metrics", {}))]),
+            key=lambda row: max(position[id(r)] for r in row.records)):
+        order = "reversed" if row.records[-1]["config"].get("reverse_source") else "forward"
+        by_dataset.setdefault(row.dataset, {})[(row.preset, order)] = row  # the newest configuration wins
     for dataset, lines in sorted(by_dataset.items()):
         figure, axis = plt.subplots(figsize=(6.5, 4))
-        for (preset, order), line in sorted(lines.items()):
-            runs = list(line["seeds"].values())
+        for (preset, order), row in sorted(lines.items()):
+            runs = row.records
             metrics = runs[-1]["metrics"]
             # a record written before the _lc names had test/bleu_len_* also for lowercased runs
             bleu = bleu_names(True)[0] if bleu_names(True)[0] in metrics else bleu_names(False)[0]
@@ -417,13 +416,11 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
                        if all(f"{bleu}_len_{name}" in run["metrics"] for run in runs)]
             labels = [f"{name}\n({int(metrics[f'test/sentences_len_{name}'])})" for name in buckets]
             values = [[run["metrics"][f"{bleu}_len_{name}"] for run in runs] for name in buckets]
-            overall = [run["metrics"][bleu] for run in runs]
-            spread = (f"{statistics.mean(overall):.1f} ± {statistics.stdev(overall):.1f}, {len(runs)} seeds"
-                      if len(runs) > 1 else f"{overall[0]:.1f}")
             axis.errorbar(labels, [statistics.mean(v) for v in values],
-                          yerr=[statistics.stdev(v) for v in values] if len(runs) > 1 else None, marker="o",
+                          yerr=[statistics.stdev(v) for v in values] if row.seeds > 1 else None, marker="o",
                           capsize=3, linestyle="-" if order == "reversed" else "--",
-                          label=f"{order} source, preset {preset} (BLEU {spread}{case})")
+                          label=f"{order} source, preset {preset} (BLEU {row.cell(bleu)}"
+                                + (f", {row.seeds} seeds" if row.seeds > 1 else "") + f"{case})")
         axis.set_xlabel("source sentence length in tokens (test sentences)")
         axis.set_ylabel("BLEU (tokenized, multi-bleu; -lc if lowercased)")
         axis.set_title(f"{NAME} on {dataset}: BLEU by sentence length (paper Fig. 3)", fontsize=10)
@@ -433,7 +430,7 @@ def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Pa
         path = results_dir / f"{NAME}_length_{dataset}.png"
         save_figure(figure, path, dpi=120)
         written.append((f"BLEU by source length on {dataset}" + (", mean ± sd over seeds" if any(
-            len(line["seeds"]) > 1 for line in lines.values()) else ""), path))
+            row.seeds > 1 for row in lines.values()) else ""), path))
     return written
 
 

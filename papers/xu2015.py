@@ -147,8 +147,8 @@ PRESETS = {
                     "min_word_count": 1, "max_caption_length": 16, "max_epochs": 10, "beam_size": 3},
     # Real Flickr8k images (the 753-image training subset) on a 2-core CPU in under 20 minutes: at most 30
     # epochs of about 40 s under a 15-minute cap, the same CPU time as vinyals2014's and mao2014's cpu
-    # presets (so the tables compare them at equal time; the epochs column shows what the load allowed). Adam, not RMSProp at 1e-4: the paper's rate needs far more than
-    # 20 epochs. Rate tuned once on the soft model, 6 minutes each, one seed: 1e-3 reached validation
+    # presets (so the tables compare them at equal time; the epochs column shows what the load allowed).
+    # Adam, not RMSProp at 1e-4: the paper's rate needs far more than 20 epochs. Rate tuned once on the soft model, 6 minutes each, one seed: 1e-3 reached validation
     # BLEU-4 14.1 (CIDEr-D 27) where 4e-4 reached 11.5 (19).
     "cpu": {"encoder": "efficientnet-lite0", "embedding_size": 256, "hidden_size": 512, "attention_size": 256,
             "optimizer": "adam", "learning_rate": 1e-3, "max_caption_length": 16, "max_epochs": 30,

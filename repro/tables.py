@@ -252,8 +252,10 @@ def _overview_line(entry: PaperEntry, published, records: list[dict], problems: 
     metric = f"{published.split}/{published.metric}"
     paper_cell = f"{published.value:g} ({published.system}; {published.dataset}, {published.source})"
 
+    candidates = rows_of(entry, records)
+
     def reporting(name: str) -> list[Row]:
-        return [row for row in rows_of(entry, records) if row.real and row.mean(name) is not None
+        return [row for row in candidates if row.real and row.mean(name) is not None
                 and not any(problems.get(r["_path"]) for r in row.records) and row.preset != "human-agreement"
                 and all(row.records[-1].get("config", {}).get(key) == value for key, value in published.config)]
 

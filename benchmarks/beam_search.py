@@ -4,7 +4,7 @@
 
 The decoder is Show-and-Tell-sized (Vinyals et al. 2015): word embeddings, one LSTM of 512 units and
 a 10,000-word softmax, with random weights; each "image" is a random feature vector projected to the
-LSTM's initial state. Both runs use the same model and ``repro.beam_search`` at beam 3 for 20 steps
+LSTM's initial state. Both runs use the same model and ``repro.decoding.beam_search`` at beam 3 for 20 steps
 (random weights almost never emit eos, so every search runs all 20 steps: the same work both ways).
 Prints a table and writes JSON.
 
@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from repro.beam_search import beam_search
-from repro.records import cpu_model, write_atomic
+from repro.decoding.beam_search import beam_search
+from repro.files import write_atomic
+from repro.training.hardware import cpu_model
 
 BOS, EOS = 1, 2
 

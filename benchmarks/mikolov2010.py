@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 
 from datamodules.catalog import resolve_data_dir
-from datamodules.ptb import PennTreebankDataModule
-from datamodules.vocabulary import Vocabulary
+from datamodules.language_modeling.ptb import PennTreebankDataModule
 from papers.mikolov2010 import PRESETS, ClassFactorizedSoftmax, Mikolov2010Config, build_network
-from repro.records import cpu_model, matmul_peak_gflops, write_atomic
-
+from repro.files import write_atomic
+from repro.training.hardware import cpu_model, matmul_peak_gflops
+from repro.vocabulary import Vocabulary
 
 WIKITEXT2_VOCABULARY = 33_278  # Merity et al. 2016, Table 1
 

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from papers.sutskever2014 import PRESETS, Seq2SeqLSTM, Sutskever2014Config
-from repro.beam_search import beam_search
 from repro.config import resolve_config
-from repro.records import cpu_model, matmul_peak_gflops, write_atomic
+from repro.decoding.beam_search import beam_search
+from repro.files import write_atomic
+from repro.training.hardware import cpu_model, matmul_peak_gflops
 
 MULTI30K = {"source_vocabulary": 5923, "target_vocabulary": 6484, "source_length": 13, "target_length": 14}
 WMT14 = {"source_vocabulary": 160004, "target_vocabulary": 80004, "source_length": 30, "target_length": 32}

@@ -33,9 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from datamodules.captioning.feature_cache import cached_features
 from datamodules.catalog import resolve_data_dir
-from repro.image_encoders import build_encoder
-from repro.records import cpu_model, write_atomic
+from papers.vinyals2014 import ShowAndTellNetwork
+from repro.captioning.image_encoders import build_encoder
+from repro.captioning.images import load_image
+from repro.files import write_atomic
+from repro.training.hardware import cpu_model
 
 BATCH_SIZE = 32
 CAPTION_LENGTH = 16  # words after <start>, the datamodule's default maximum caption length
@@ -109,7 +113,6 @@ def cache_path_row(count: int) -> dict | None:
     files = flickr8k_photos(count)
     if not files:
         return None
-    from datamodules.feature_cache import cached_features
 
     encoder = build_encoder("efficientnet-lite0", "imagenet")
     previous = os.environ.get("REPRO_CACHE")
@@ -131,8 +134,6 @@ def cache_path_row(count: int) -> dict | None:
 
 def training_rows(seconds: float, peak: float, encoders=ENCODER_ROWS, batch_size: int = BATCH_SIZE,
                   image_size: int = 224) -> tuple[list[dict], dict[str, float]]:
-    from datamodules.feature_cache import load_image
-    from papers.vinyals2014 import ShowAndTellNetwork
 
     photos = flickr8k_photos(batch_size)
     rows, speedups = [], {}

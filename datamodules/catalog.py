@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from repro.errors import UserError
+from repro.files import file_md5
 
 
 def cache_dir() -> Path:
@@ -69,6 +70,10 @@ class DatasetSpec:
     def is_present(self, data_root: Path) -> bool:
         return not self.missing_files(data_root)
 
+    def make_datamodule(self, config, data_root: Path):
+        """The LightningDataModule of this dataset for a run's config (each family's spec says how)."""
+        raise UserError(f"{self.name}: no datamodule is registered for it")
+
 
 DATASETS: dict[str, DatasetSpec] = {}
 
@@ -79,8 +84,7 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    import datamodules  # noqa: F401  (importing the package registers every dataset)
-
+    # ``import datamodules`` (which any import of a module in this package runs first) registers every dataset
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     return DATASETS[name]
@@ -96,18 +100,6 @@ def numbered_lines(path: Path):
                 yield line_number, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as error:
                 raise UserError(f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
-
-
-def file_md5(path: Path) -> str:
-    return file_digest(path, "md5")
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_checksum(folder: Path, files: tuple[str, ...] | list[str]) -> str:

@@ -25,7 +25,7 @@ beam-search row; the paper does not give that beam's size (``--set beam_size=K``
 beam search).
 
 Perplexity. The paper's Eq. 5 is log2 PPL(w_1:L | I) = -1/L sum_n log2 P(w_n | w_1:n-1, I), over
-the L words of the sentence; the suite's ``test/ppl`` (``repro.metrics.Perplexity``) is
+the L words of the sentence; the suite's ``test/ppl`` (``repro.metrics.perplexity.Perplexity``) is
 exp(summed NLL in nats / words counted). 2^(mean -log2 p) = e^(mean -ln p), so the base does not
 matter: the two are the same number when they count the same tokens. The suite counts the words and
 <end>. The paper does not say whether its L includes the end sign; its Fig. 2(b) makes the model
@@ -34,7 +34,7 @@ and the authors' later release (TF-mRNN) counts the end sign in its per-word cos
 Tables left w_end out, its numbers would be higher than ours for the same model: the end sign is easy
 to predict (on the ``cpu`` run's Flickr8k test captions, 18.35 counting <end>, 22.2 without it; <end>
 alone has perplexity 2.2). The corpus-level value (all words of the split pooled, as
-``repro.metrics.Perplexity`` does) differs also from a mean of per-sentence perplexities; the paper
+``repro.metrics.perplexity.Perplexity`` does) differs also from a mean of per-sentence perplexities; the paper
 does not say which of the two its Tables average.
 
 Where it departs from the paper, and why (the paper states none of these):
@@ -81,9 +81,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.caption_retrieval import retrieval_baseline
-from repro.captioning import (CaptionBatch, CaptionerConfig, CaptioningModule, Visual, caption_datamodule,
-                              caption_examples_figure)
+from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
+from repro.captioning.retrieval import retrieval_baseline
 from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, config_to_dict
 from repro.registry import PaperEntry, PublishedResult, register_paper
 
@@ -287,11 +286,9 @@ register_paper(PaperEntry(
     config_class=Mao2014Config,
     presets=PRESETS,
     module_class=Mao2014,
-    make_datamodule=caption_datamodule,
     make_module=make_module,
     # The paper states no stopping rule; BLEU-4 is its headline generation metric (Tables 1, 5, 7)
     monitor=("val/bleu_4", "max"),
     baselines=(retrieval_baseline,),
-    figures=(caption_examples_figure,),
-    use_distributed_sampler=False,  # CaptionDataModule shards by process itself (no padded duplicates)
+    figures=("caption_examples",),
 ))

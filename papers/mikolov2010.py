@@ -10,7 +10,7 @@ What this file reproduces: the Elman network of Sec. 2 (one-hot input, sigmoid h
 softmax output), trained with truncated backpropagation through time and the paper's learning-rate
 schedule (Sec. 2.1), the class-factorised output layer of the 2011 "Extensions" paper (Sec. 4), the
 "dynamic" model that keeps learning on the test text (Sec. 2.1 and Table 1 of the 2010 paper), and
-the interpolated modified Kneser-Ney 5-gram baseline (computed by ``repro.kneser_ney``) on PTB.
+the interpolated modified Kneser-Ney 5-gram baseline (computed by ``repro.language_modeling.kneser_ney``) on PTB.
 
 The RNNLM toolkit's training, and how much of it this file follows (rnnlm 0.3e sources, rnnlmlib.cpp:
 defaults -alpha 0.1, -beta 1e-7, -min-improvement 1.003, -bptt-block 10, -class 100, no biases):
@@ -45,7 +45,7 @@ Departures that change the training, not the model (each has its own row in resu
   connections. Off in evaluation and in dynamic evaluation.
 
 Other corpora: WikiText-2/-103 (tokenized or raw) and any text in train/valid/test files run through
-the same code, read by datamodules/language_model_text.py as each registered corpus says (``--data
+the same code, read by datamodules/language_modeling/text.py as each registered corpus says (``--data
 wikitext2``, ``--data text --data-dir DIR``; ``min_count`` for a vocabulary cut-off). The ``wikitext2``
 and ``wikitext103`` presets are starting points with about sqrt(V) classes, not tuned here; at 33k
 words the class layer trains 4x (8 streams) to 12x (32 streams) faster than the full softmax
@@ -64,7 +64,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -73,13 +72,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from datamodules.language_model_text import END_OF_SENTENCE, IGNORE_INDEX, LanguageModelDataModule, language_model_corpus
-from datamodules.vocabulary import Vocabulary
-from repro.config import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, TrainingConfig, config_from_dict,
-                          config_to_dict)
-from repro.kneser_ney import KneserNeyLanguageModel
-from repro.metrics import Perplexity
+from repro.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    TrainingConfig,
+    config_from_dict,
+    config_to_dict,
+)
+from repro.language_modeling import END_OF_SENTENCE, IGNORE_INDEX
+from repro.language_modeling.kneser_ney import KneserNeyLanguageModel
+from repro.metrics.perplexity import Perplexity
 from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
+from repro.vocabulary import Vocabulary
 
 NAME = "mikolov2010"
 
@@ -100,7 +107,7 @@ class Mikolov2010Config(TrainingConfig):
     class_assignment: Literal["frequency", "sqrt-frequency"] = "frequency"  # Extensions Sec. 4 bins by
     # unigram frequency; the RNNLM toolkit's default bins by sqrt frequency, which balances classes
     # the vocabulary: training words seen fewer than min_count times become <unk>; 0 takes the corpus's own rule
-    # (datamodules/wikitext.py): every word of PTB and of WikiText as released (<unk> kept), 3 for the raw
+    # (datamodules/language_modeling/wikitext.py): every word of PTB and of WikiText as released (<unk> kept), 3 for the raw
     # WikiText files (Merity et al. 2016's rule), every word of your own text
     min_count: NonNegativeInt = 0
     init_std: PositiveFloat = 0.1  # Sec. 2.1: small Gaussian noise (the toolkit sums 3 U(-0.1, 0.1) draws)
@@ -122,7 +129,7 @@ class Mikolov2010Config(TrainingConfig):
     batch_size: PositiveInt = 32
     gradient_clip_val: PositiveFloat | None = 1.0  # not in the paper: clipping keeps the larger minibatch rate stable
 
-    # World-size rule (repro/scaling.py): batch_size is the run's number of streams, split over the
+    # World-size rule (repro/training/batch_scaling.py): batch_size is the run's number of streams, split over the
     # processes, and the learning rates stay as they are, because the rates (and U's scale) are tuned
     # to the words per update (see the module docstring). Adding devices then changes only the speed:
     # 2 processes x 8 streams train exactly as 1 x 16 (tests/test_distributed_training.py).
@@ -153,7 +160,7 @@ PRESETS = {
     "wikitext2": {"hidden_size": 200, "batch_size": 8, "input_learning_rate_scale": 20.0, "dropout": 0.3,
                   "num_classes": 182},
     # WikiText-103 (267,735 words, 103M training tokens): sqrt(V) = 517 classes, and the paper's 32 streams at
-    # U's 80x (an epoch is 50x PTB's: meant for a GPU). KN5 off: repro.kneser_ney holds every n-gram of orders 1-5
+    # U's 80x (an epoch is 50x PTB's: meant for a GPU). KN5 off: repro.language_modeling.kneser_ney holds every n-gram of orders 1-5
     # in memory, hundreds of millions on 103M tokens (an estimate, not measured here); --set kneser_ney_baseline=true
     "wikitext103": {"hidden_size": 200, "dropout": 0.3, "num_classes": 517, "kneser_ney_baseline": False},
     # the embedded grammar (what `python -m repro run mikolov2010` trains on without real data): the
@@ -360,13 +367,13 @@ def build_network(config: Mikolov2010Config, vocabulary: Vocabulary) -> ElmanLan
 class Mikolov2010(L.LightningModule):
     def __init__(self, config: dict, vocabulary: dict, paper: str = NAME):
         super().__init__()
-        # config and vocabulary travel inside every checkpoint; loggers get the config only (repro.run logs it)
+        # config and vocabulary travel inside every checkpoint; loggers get the config only (repro.app.run logs it)
         self.save_hyperparameters(logger=False)
         self.config = config_from_dict(Mikolov2010Config, config)
         self.vocabulary = Vocabulary.from_dict(vocabulary)
         self.network = build_network(self.config, self.vocabulary)
         self.end_of_sentence = self.vocabulary.index(END_OF_SENTENCE)
-        # Every process scores the whole evaluation text (datamodules/language_model_text.py), so the sums are not reduced
+        # Every process scores the whole evaluation text (datamodules/language_modeling/text.py), so the sums are not reduced
         # over processes: each process already holds the full total.
         self.perplexity = nn.ModuleDict({name: Perplexity(sync_on_compute=False)
                                          for name in ("val", "test", "test_dynamic")})
@@ -448,7 +455,7 @@ class Mikolov2010(L.LightningModule):
         totals = torch.stack([metric.negative_log_likelihood, metric.tokens]).to(torch.float64)
         return self.all_gather(totals).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else totals
 
-    # --- evaluation: per-word perplexity, <eos> counted as a word (repro.metrics.Perplexity) ------
+    # --- evaluation: per-word perplexity, <eos> counted as a word (repro.metrics.perplexity.Perplexity) ------
     def _score(self, name: str, network: ElmanLanguageModel, words, targets, state):
         log_prob, keep, state = network.log_prob(words, targets, state)
         self.perplexity[name].update(-log_prob.sum(), keep.sum())
@@ -569,18 +576,11 @@ class Mikolov2010(L.LightningModule):
         return lines
 
 
-def make_datamodule(config: Mikolov2010Config, dataset: str, data_root: Path) -> LanguageModelDataModule:
-    # the registered corpus's reader finds its files and says how its lines are read (datamodules/)
-    files = language_model_corpus(dataset).open(data_root)
-    return LanguageModelDataModule(files, batch_size=config.batch_size, bptt=config.bptt, eval_bptt=config.eval_bptt,
-                                   min_count=config.min_count)
-
-
-def make_module(config: Mikolov2010Config, datamodule: LanguageModelDataModule) -> Mikolov2010:
+def make_module(config: Mikolov2010Config, datamodule) -> Mikolov2010:
     return Mikolov2010(config_to_dict(config), datamodule.vocabulary.to_dict())
 
 
-def kneser_ney_baseline(config: Mikolov2010Config, datamodule: LanguageModelDataModule) -> BaselineResult:
+def kneser_ney_baseline(config: Mikolov2010Config, datamodule) -> BaselineResult:
     """The paper's baseline: interpolated modified Kneser-Ney 5-gram, no count cutoffs, same text."""
     if not config.kneser_ney_baseline:
         return BaselineResult("kn5", {})
@@ -603,9 +603,7 @@ register_paper(PaperEntry(
     config_class=Mikolov2010Config,
     presets=PRESETS,
     module_class=Mikolov2010,
-    make_datamodule=make_datamodule,
     make_module=make_module,
     monitor=("val/ppl", "min"),
     baselines=(kneser_ney_baseline,),
-    use_distributed_sampler=False,  # the datamodule splits the streams itself (world-size invariant)
 ))

@@ -5,7 +5,7 @@ Ilya Sutskever, Oriol Vinyals, Quoc V. Le. NIPS 2014, arXiv:1409.3215.
 What this file reproduces: a deep LSTM reads the source sentence into its final states, and a second
 deep LSTM, started from those states, generates the translation word by word (Sec. 2); the source
 words are fed in reverse order, never the target (Sec. 3.3, the ``reverse_source`` transform of
-``datamodules.parallel_text``); training as in Sec. 3.4 (uniform init in [-0.08, 0.08], plain SGD at
+``datamodules.translation.parallel_text``); training as in Sec. 3.4 (uniform init in [-0.08, 0.08], plain SGD at
 0.7 halved every half epoch after 5 epochs, 7.5 epochs, batches of 128 sentences of similar length,
 the gradient of the per-sentence loss averaged over the batch and rescaled when its norm exceeds 5);
 decoding with the suite's left-to-right beam search (Sec. 3.2, beam 12 as published, ensembles
@@ -70,19 +70,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.parallel_text import (BOS, EOS, PAD, ParallelTextDataModule, detokenize, encode_source,
-                                       parallel_text_spec, tokenize)
-from datamodules.translation_sample import SAMPLE_NAME
-from datamodules.vocabulary import Vocabulary
-from repro.beam_search import beam_search
-from repro.config import (NonNegativeFloat, PositiveFloat, PositiveInt, Probability, TrainingConfig, config_from_dict,
-                          config_to_dict)
-from repro.distributed import gather_for_scoring, score_once
-from repro.metrics import Perplexity
+from repro.config import (
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    TrainingConfig,
+    config_from_dict,
+    config_to_dict,
+)
+from repro.decoding.beam_search import beam_search
 from repro.errors import UserError
-from repro.records import write_atomic
+from repro.files import write_atomic
+from repro.metrics.perplexity import Perplexity
 from repro.registry import PaperEntry, PublishedResult, register_paper
-from repro.translation_metrics import multi_bleu, sacrebleu_score
+from repro.training.distributed import gather_for_scoring, score_once
+from repro.translation.scoring import bleu_names, score_translations
+from repro.translation.text import BOS, EOS, PAD, detokenize, encode_source, tokenize
+from repro.vocabulary import Vocabulary
 
 NAME = "sutskever2014"
 
@@ -196,15 +201,6 @@ class Seq2SeqLSTM(nn.Module):
         return logits
 
 
-def bucket_names(edges: tuple[int, ...]) -> list[tuple[int, float, str]]:
-    """(low, high, name) of each source-length bucket: edges (7, 10) -> 1-7, 8-10, 11+."""
-    bounds, low = [], 1
-    for edge in edges:
-        bounds.append((low, edge, f"{low}-{edge}"))
-        low = edge + 1
-    return bounds + [(low, math.inf, f"{low}+")]
-
-
 def learning_rate_factor(epochs: float, config: Sutskever2014Config) -> float:
     """Sec. 3.4: the rate is kept for ``decay_after_epochs``, then halved every ``decay_every_epochs``."""
     if epochs < config.decay_after_epochs:
@@ -216,7 +212,7 @@ def learning_rate_factor(epochs: float, config: Sutskever2014Config) -> float:
 class Sutskever2014(L.LightningModule):
     def __init__(self, config: dict, source_vocabulary: dict, target_vocabulary: dict, paper: str = NAME):
         super().__init__()
-        # config and vocabularies travel inside every checkpoint; loggers get the config only (repro.run logs it)
+        # config and vocabularies travel inside every checkpoint; loggers get the config only (repro.app.run logs it)
         self.save_hyperparameters(logger=False)
         self.config = config_from_dict(Sutskever2014Config, config)
         self.source_vocabulary = Vocabulary.from_dict(source_vocabulary)
@@ -302,7 +298,7 @@ class Sutskever2014(L.LightningModule):
         scores = score_once(score_translations, gathered, c.target_language, c.length_bucket_edges, c.lowercase)
         for key, value in scores["metrics"].items():
             self.log(key, value)
-        self.scoring = {"signatures": scores["signatures"]}  # into the run record (repro.run)
+        self.scoring = {"signatures": scores["signatures"]}  # into the run record (repro.app.run)
         if self.trainer.is_global_zero and self.trainer.default_root_dir:
             folder = Path(self.trainer.default_root_dir)
             if folder.is_dir():
@@ -352,98 +348,7 @@ class Sutskever2014(L.LightningModule):
         return detokenize(tokens, self.config.target_language)
 
 
-def bleu_names(lowercase: bool) -> tuple[str, str]:
-    """The names of tokenized BLEU and sacreBLEU: ``test/bleu``, ``test/sacrebleu`` case-sensitive as the
-    paper; ``test/bleu_lc``, ``test/sacrebleu_lc`` when the run lowercases, so no case-insensitive score
-    sits in a case-sensitive column."""
-    suffix = "_lc" if lowercase else ""
-    return f"test/bleu{suffix}", f"test/sacrebleu{suffix}"
-
-
-def score_translations(items: list, target_language: str, edges: tuple[int, ...], lowercase: bool = False) -> dict:
-    """Corpus BLEU both ways, tokenized BLEU per source-length bucket (Fig. 3), and sacrebleu's signature
-    of each corpus score; case-insensitive (``case:lc``) when the run lowercases its text."""
-    hypotheses = [" ".join(tokens) for tokens, _, _, _ in items]
-    references = [reference for _, reference, _, _ in items]
-    detokenized = [detokenize(tokens, target_language) for tokens, _, _, _ in items]
-    bleu_name, sacrebleu_name = bleu_names(lowercase)
-    tokenized = multi_bleu(hypotheses, references, lowercase)
-    detokenized_score = sacrebleu_score(detokenized, [text for _, _, text, _ in items], lowercase)
-    metrics = {bleu_name: tokenized["bleu"], sacrebleu_name: detokenized_score["bleu"]}
-    for low, high, name in bucket_names(tuple(edges)):
-        chosen = [i for i, (_, _, _, length) in enumerate(items) if low <= length <= high]
-        if chosen:
-            metrics[f"{bleu_name}_len_{name}"] = multi_bleu([hypotheses[i] for i in chosen],
-                                                            [references[i] for i in chosen], lowercase)["bleu"]
-            metrics[f"test/sentences_len_{name}"] = float(len(chosen))
-    signatures = {bleu_name: tokenized["signature"], sacrebleu_name: detokenized_score["signature"]}
-    return {"metrics": metrics, "detokenized": detokenized, "signatures": signatures}
-
-
-def length_figures(records: list[dict], results_dir: Path) -> list[tuple[str, Path]]:
-    """Fig. 3 of the paper for each dataset: test BLEU by source length, forward against reversed runs.
-
-    One line per (preset, source order) on that dataset: the runs of the newest record's configuration,
-    one per seed (the newest of each), their mean with the standard deviation as error bars where there
-    are several seeds; the x axis is the length bucket with its number of test sentences.
-    """
-    import statistics
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from repro.registry import get_paper
-    from repro.tables import rows_of, save_figure
-
-    written = []
-    position = {id(record): index for index, record in enumerate(records)}  # records come oldest first
-    by_dataset: dict[str, dict[tuple, object]] = {}
-    for row in sorted(rows_of(get_paper(NAME), [r for r in records if any(  # oldest configuration first
-            key.startswith(("test/bleu_len_", "test/bleu_lc_len_")) for key in r.get("metrics", {}))]),
-            key=lambda row: max(position[id(r)] for r in row.records)):
-        order = "reversed" if row.records[-1]["config"].get("reverse_source") else "forward"
-        by_dataset.setdefault(row.dataset, {})[(row.preset, order)] = row  # the newest configuration wins
-    for dataset, lines in sorted(by_dataset.items()):
-        figure, axis = plt.subplots(figsize=(6.5, 4))
-        for (preset, order), row in sorted(lines.items()):
-            runs = row.records
-            metrics = runs[-1]["metrics"]
-            # a record written before the _lc names had test/bleu_len_* also for lowercased runs
-            bleu = bleu_names(True)[0] if bleu_names(True)[0] in metrics else bleu_names(False)[0]
-            case = ", lowercased" if runs[-1]["config"].get("lowercase") else ""
-            buckets = [name for _, _, name in bucket_names(tuple(runs[-1]["config"]["length_bucket_edges"]))
-                       if all(f"{bleu}_len_{name}" in run["metrics"] for run in runs)]
-            labels = [f"{name}\n({int(metrics[f'test/sentences_len_{name}'])})" for name in buckets]
-            values = [[run["metrics"][f"{bleu}_len_{name}"] for run in runs] for name in buckets]
-            axis.errorbar(labels, [statistics.mean(v) for v in values],
-                          yerr=[statistics.stdev(v) for v in values] if row.seeds > 1 else None, marker="o",
-                          capsize=3, linestyle="-" if order == "reversed" else "--",
-                          label=f"{order} source, preset {preset} (BLEU {row.cell(bleu)}"
-                                + (f", {row.seeds} seeds" if row.seeds > 1 else "") + f"{case})")
-        axis.set_xlabel("source sentence length in tokens (test sentences)")
-        axis.set_ylabel("BLEU (tokenized, multi-bleu; -lc if lowercased)")
-        axis.set_title(f"{NAME} on {dataset}: BLEU by sentence length (paper Fig. 3)", fontsize=10)
-        axis.legend(fontsize=8)
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        path = results_dir / f"{NAME}_length_{dataset}.png"
-        save_figure(figure, path, dpi=120)
-        written.append((f"BLEU by source length on {dataset}" + (", mean ± sd over seeds" if any(
-            row.seeds > 1 for row in lines.values()) else ""), path))
-    return written
-
-
-def make_datamodule(config: Sutskever2014Config, dataset: str, data_root: Path) -> ParallelTextDataModule:
-    reader = parallel_text_spec(dataset).open(data_root, config.source_language, config.target_language,
-                                              config.test_set, config.corpus_dir)
-    return ParallelTextDataModule(
-        reader, config.source_language, config.target_language, config.batch_size,
-        config.reverse_source, config.lowercase, config.source_vocabulary_size, config.target_vocabulary_size,
-        config.min_count, config.max_length, config.eval_batch_size, config.seed)
-
-
-def make_module(config: Sutskever2014Config, datamodule: ParallelTextDataModule) -> Sutskever2014:
+def make_module(config: Sutskever2014Config, datamodule) -> Sutskever2014:
     return Sutskever2014(config_to_dict(config), datamodule.source_vocabulary.to_dict(),
                          datamodule.target_vocabulary.to_dict())
 
@@ -453,15 +358,13 @@ register_paper(PaperEntry(
     title="Sequence to sequence learning with neural networks",
     citation="Sutskever, Vinyals, Le. NIPS 2014",
     task="machine translation",
-    datasets=("wmt14", "multi30k", "tatoeba", "parallel", SAMPLE_NAME),
+    datasets=("wmt14", "multi30k", "tatoeba", "parallel", "translation-sample"),
     metrics=(*bleu_names(False), *bleu_names(True), "test/ppl", "best_val/ppl"),
     published=PUBLISHED,
     config_class=Sutskever2014Config,
     presets=PRESETS,
     module_class=Sutskever2014,
-    make_datamodule=make_datamodule,
     make_module=make_module,
     monitor=("val/ppl", "min"),
-    use_distributed_sampler=False,  # BucketBatchSampler shards the batches by rank itself
-    figures=(length_figures,),
+    figures=("bleu_by_length",),
 ))

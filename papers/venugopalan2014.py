@@ -47,7 +47,6 @@ What the runs show: ``results/venugopalan2014.md`` (generated from the run recor
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 from pathlib import Path
 from typing import Literal
 
@@ -55,12 +54,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.video_captions import FRAME_STEP, decode_frames, is_image_file, mean_pool, pad_frames
-from repro.caption_retrieval import retrieval_baseline
-from repro.captioning import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
+from repro.captioning.images import load_image
+from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
+from repro.captioning.retrieval import retrieval_baseline
+from repro.captioning.video import FRAME_STEP, decode_frames, is_image_file, mean_pool, pad_frames
 from repro.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, config_to_dict
 from repro.errors import UserError
 from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
+from repro.training.distributed import gather_for_scoring
+from repro.vocabulary import Vocabulary
 
 NAME = "venugopalan2014"
 
@@ -265,7 +267,6 @@ class Venugopalan2014(CaptioningModule):
                 self._test_annotations[medium] = annotation
 
     def on_test_epoch_end(self) -> None:
-        from repro.distributed import gather_for_scoring
 
         super().on_test_epoch_end()
         annotations = dict(gather_for_scoring(list(self._test_annotations.values()), list(self._test_annotations)))
@@ -277,7 +278,6 @@ class Venugopalan2014(CaptioningModule):
     # --- captioning new files (python -m repro caption --ckpt X clip.mp4) ---------------------------
     def visual_for_files(self, paths: list[Path]) -> Visual:
         """Each video file's sampled frames (an image file is a clip of one frame) through the encoder."""
-        from datamodules.feature_cache import load_image
 
         if self.encoder is None:
             self.encoder = self._build_encoder()  # frozen: not a parameter that training saw
@@ -291,18 +291,6 @@ class Venugopalan2014(CaptioningModule):
             clips.append(pooled.cpu())
         visual = pad_frames(clips)
         return Visual("frames", visual.features.to(self.device), lengths=visual.lengths.to(self.device))
-
-    def caption_figure(self, paths: list[Path], captions: list[str], out: Path) -> Path:
-        """Each file's sampled frames in a row, with its caption."""
-        from datamodules.feature_cache import load_image
-
-        rows = []
-        for path in paths:
-            frames = [load_image(Path(path))] if is_image_file(Path(path)) else \
-                decode_frames(Path(path), self.config.frame_step, self.config.max_frames)[1]
-            rows.append((frames, Path(path).name, [f"model: {captions[len(rows)] or '(empty)'}"]))
-        return frame_strip_figure(rows, out, f"{NAME}: captions of {len(paths)} file(s)")
-
 
 # --- what the embedded sample checks: attribute words in the captions --------------------------------------
 
@@ -360,7 +348,6 @@ def transfer_from_image_run(module: Venugopalan2014, checkpoint: str) -> str:
     Every LSTM weight (and the video weights, which saw one-frame clips) is copied; the word embedding
     and output rows are copied word by word for the words both vocabularies have.
     """
-    from datamodules.vocabulary import Vocabulary
 
     path = Path(checkpoint).expanduser()
     option = f"--set init_from={checkpoint}"
@@ -405,75 +392,8 @@ def transfer_from_image_run(module: Venugopalan2014, checkpoint: str) -> str:
 
 # --- figures ----------------------------------------------------------------------------------------------
 
-def frame_strip_figure(rows, out: Path, title: str, frames_shown: int = 5) -> Path:
-    """One row per clip: up to ``frames_shown`` of its sampled frames, then its captions as text."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from repro.tables import save_figure
-
-    columns = frames_shown + 1
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.6 * frames_shown + 4.5, 1.8 * len(rows)),
-                                squeeze=False, gridspec_kw={"width_ratios": [1] * frames_shown + [3]})
-    for axis_row, (frames, name, lines) in zip(axes, rows):
-        step = max(1, -(-len(frames) // frames_shown))
-        shown = frames[::step][:frames_shown]
-        for axis in axis_row:
-            axis.axis("off")
-        for axis, frame in zip(axis_row, shown):
-            axis.imshow(frame)
-        axis_row[0].set_title(name, fontsize=7, loc="left")
-        axis_row[-1].text(0, 0.5, "\n".join(textwrap.fill(line, 60) for line in lines), fontsize=7.5, va="center")
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return save_figure(figure, out, dpi=100)
-
-
-def video_examples_figure(records: list[dict], results_dir: Path) -> list[tuple[str, Path]]:
-    """For ``repro table``: per dataset, the latest run's example test clips (sampled frames in time
-    order) with the model's, each baseline's and two human captions. Real datasets' clips are YouTube
-    users' and go to ``results/local/`` only."""
-    from repro.captioning import example_caption_lines, latest_with_media
-    from repro.tables import local_figure_path
-
-    written = []
-    for dataset, record, folder, real in latest_with_media(records):
-        rows = []
-        for example in record["examples"]:
-            file = folder / example["media"] if example.get("media") else None
-            if file is None or not file.is_file():
-                continue
-            try:
-                _, frames = decode_frames(file, record["config"].get("frame_step", FRAME_STEP))
-            except UserError:
-                continue
-            rows.append((frames, example["id"], example_caption_lines(example)))
-        if not rows:
-            continue
-        name = f"{NAME}_{dataset}_examples.png"
-        path = local_figure_path(results_dir, name) if real else results_dir / name
-        title = (f"{NAME} on {dataset} test clips, preset {record['preset']} (record {Path(record['_path']).name}); "
-                 f"frames left to right in time")
-        written.append((f"{dataset}: test clips and captions", frame_strip_figure(rows, path, title)))
-    return written
-
 
 # --- building the run ------------------------------------------------------------------------------------
-
-def make_datamodule(config: Venugopalan2014Config, dataset: str, data_root: Path):
-    """Video datasets build their own datamodule (frames); image caption datasets, used to pretrain for
-    the transfer, give pooled vectors, each image a clip of one frame."""
-    from datamodules.captions import CaptionDataModule, caption_dataset_spec
-
-    spec = caption_dataset_spec(dataset)
-    if spec.datamodule is not None:
-        return spec.make_datamodule(config, data_root)
-    return CaptionDataModule(dataset, data_root, config.encoder, config.encoder_weights, batch_size=config.batch_size,
-                             min_word_count=config.min_word_count, max_caption_length=config.max_caption_length,
-                             fine_tune_encoder=config.fine_tune_encoder, visual_features="pooled",
-                             image_dir=config.image_dir, seed=config.seed, image_size=config.image_size or None)
 
 
 def make_module(config: Venugopalan2014Config, datamodule) -> Venugopalan2014:
@@ -500,10 +420,8 @@ register_paper(PaperEntry(
     config_class=Venugopalan2014Config,
     presets=PRESETS,
     module_class=Venugopalan2014,
-    make_datamodule=make_datamodule,
     make_module=make_module,
     monitor=("val/cider_d", "max"),
     baselines=(retrieval_with_attributes,),
-    figures=(video_examples_figure,),
-    use_distributed_sampler=False,  # the caption datamodules shard by process themselves
+    figures=("video_examples",),
 ))

@@ -9,7 +9,7 @@ log-likelihood of the caption's words (Eq. 13); captions are decoded with beam s
 Training follows Sec. 4.3.1: the CNN frozen, 512-dimensional embeddings and LSTM memory, dropout,
 plain SGD with a fixed rate and no momentum. Scored with coco-caption's BLEU/METEOR/ROUGE-L/CIDEr-D.
 Beside it, the baseline these papers displaced: caption a test image with a caption of its nearest
-training images in CNN feature space (``repro.caption_retrieval``).
+training images in CNN feature space (``repro.captioning.retrieval``).
 
 Where it departs from the paper, and why:
 - The encoder's features are computed once and cached (the CNN is frozen, Sec. 4.3.1, so this
@@ -41,9 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.caption_retrieval import retrieval_baseline
-from repro.captioning import (CaptionBatch, CaptionerConfig, CaptioningModule, Visual, caption_datamodule,
-                              caption_examples_figure)
+from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
+from repro.captioning.retrieval import retrieval_baseline
 from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, config_to_dict
 from repro.registry import PaperEntry, PublishedResult, register_paper
 
@@ -191,10 +190,8 @@ register_paper(PaperEntry(
     config_class=Vinyals2014Config,
     presets=PRESETS,
     module_class=Vinyals2014,
-    make_datamodule=caption_datamodule,
     make_module=make_module,
     monitor=("val/cider_d", "max"),
     baselines=(retrieval_baseline,),
-    figures=(caption_examples_figure,),
-    use_distributed_sampler=False,  # CaptionDataModule shards by process itself (no padded duplicates)
+    figures=("caption_examples",),
 ))

@@ -21,7 +21,7 @@ What this file reproduces: both attention captioners of the paper, chosen by ``a
   for a caption, the expected context alpha instead of a sample.
 - Decoding with the shared beam search; attention maps of the record's example images, drawn over the
   image like the paper's Figs. 2-3 (``repro table``, and ``python -m repro caption --figure``).
-- Beside the model, the nearest-neighbour retrieval baseline (``repro.caption_retrieval``) and, on an
+- Beside the model, the nearest-neighbour retrieval baseline (``repro.captioning.retrieval``) and, on an
   embedded sample with object boxes, how much attention mass falls inside the box of the object a
   generated word names (``test/attention_in_box``, with what a uniform map would give beside it).
 
@@ -64,20 +64,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import textwrap
 import zlib
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.caption_retrieval import retrieval_baseline
-from repro.captioning import (UNKNOWN, CaptionBatch, CaptionerConfig, CaptioningModule, Visual, caption_datamodule,
-                              caption_examples_figure, example_media)
+from repro.captioning.image_encoders import encoder_geometry
+from repro.captioning.module import UNKNOWN, CaptionBatch, CaptionerConfig, CaptioningModule, Visual
+from repro.captioning.retrieval import retrieval_baseline
 from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, config_to_dict
 from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.training.distributed import gather_for_scoring
 
 NAME = "xu2015"
 
@@ -359,15 +358,12 @@ def named_objects(word: str, objects: list[dict]) -> list[dict]:
 
 
 def annotation_image_size(annotation: dict) -> tuple[int, int]:
-    """(width, height) of an annotated image: the annotation's own, else the embedded sample's size."""
+    """(width, height) of an annotated image, as its annotation gives it (``width`` and ``height``, or
+    ``image_size``, one number for a square image)."""
     if "width" in annotation and "height" in annotation:
         return int(annotation["width"]), int(annotation["height"])
-    if "image_size" in annotation:
-        size = annotation["image_size"]
-        return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
-    from datamodules.shapes_sample import IMAGE_SIZE
-
-    return IMAGE_SIZE, IMAGE_SIZE
+    size = annotation["image_size"]
+    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
 
 
 def attention_in_boxes(words: list[str], alpha: torch.Tensor, annotation: dict, grid: tuple[int, int], crop: int,
@@ -383,15 +379,6 @@ def attention_in_boxes(words: list[str], alpha: torch.Tensor, annotation: dict, 
         fractions = box_cell_fractions([o["box"] for o in named], annotation_image_size(annotation), grid, crop, resize)
         shares.append((float((weights.double().view(grid) * fractions).sum()), float(fractions.mean())))
     return shares
-
-
-def encoder_geometry(encoder: str, image_size: int) -> tuple[int, int]:
-    """(crop, resize) of the encoder's preprocessing (repro.image_encoders: resize, then centre crop)."""
-    from repro.image_encoders import get_spec
-
-    spec = get_spec(encoder)
-    crop = image_size or spec.image_size
-    return crop, round(spec.resize * crop / spec.image_size)
 
 
 # --- the LightningModule -------------------------------------------------------------------------------------
@@ -546,7 +533,6 @@ class Xu2015(CaptioningModule):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        from repro.distributed import gather_for_scoring
 
         local, self._in_box = self._in_box, []
         gathered = [value for _, value in gather_for_scoring([v for _, v in local], [i for i, _ in local])]
@@ -556,85 +542,7 @@ class Xu2015(CaptioningModule):
             self.log("test/attention_in_box_uniform", 100 * sum(u for _, u, _ in gathered) / words)
             self.log("test/attention_in_box_words", float(words))
 
-    def caption_figure(self, paths: list[Path], captions: list[str], out: Path) -> Path:
-        """The files with, for each generated word, where the model looked (like the paper's Figs. 2-3)."""
-        from datamodules.feature_cache import load_image
-
-        visual = self.visual_for_files(paths)
-        maps = self.attention_of(visual.features, captions)
-        crop, resize = encoder_geometry(self.config.encoder, self.config.image_size)
-        rows = [(load_image(Path(p)), m["words"], m["alpha"].tolist()) for p, m in zip(paths, maps)]
-        title = f"{NAME} ({self.config.attention} attention): where each word looked"
-        return draw_attention(rows, tuple(visual.grid), crop, resize, title, out)
-
-
 # --- figures ----------------------------------------------------------------------------------------------------
-
-MAX_WORDS_DRAWN = 12
-EXAMPLES_DRAWN = 3
-
-
-def draw_attention(rows: list[tuple], grid: tuple[int, int], crop: int, resize: int, title: str, path: Path) -> Path:
-    """One row per image: the image as the encoder saw it, then one panel per word with alpha_t over it,
-    brightest where the model attended (the paper upsamples and smooths the map the same way)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from torchvision import transforms as T
-
-    from repro.tables import save_figure
-
-    view = T.Compose([T.Resize(resize), T.CenterCrop(crop)])
-    columns = 1 + max(min(len(words), MAX_WORDS_DRAWN) for _, words, _ in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 2.1 * len(rows)), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for (image, words, maps), row_axes in zip(rows, axes):
-        seen = np.asarray(view(image.convert("RGB")))
-        row_axes[0].imshow(seen)
-        row_axes[0].set_title(textwrap.fill(" ".join(words) or "(empty)", 30), fontsize=7)
-        for axis, word, weights in zip(row_axes[1:], words[:MAX_WORDS_DRAWN], maps):
-            attention = np.asarray(weights, dtype=float).reshape(grid)
-            axis.imshow(seen)
-            axis.imshow(attention / max(attention.max(), 1e-8), cmap="Greys_r", alpha=0.6, interpolation="bilinear",
-                        extent=(0, crop, crop, 0), vmin=0, vmax=1)
-            axis.set_title(word, fontsize=9)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return save_figure(figure, path, dpi=90)
-
-
-def attention_figure(records: list[dict], results_dir: Path) -> list[tuple[str, Path]]:
-    """For ``repro table``: per dataset and preset, the latest run's attention maps of its first example
-    images. Embedded-sample images go into ``results/``; real datasets' photographs (licensed for
-    research, not for redistribution) into ``results/local/``, which git ignores."""
-    from PIL import Image
-
-    from repro.tables import local_figure_path
-
-    latest: dict[tuple[str, str], dict] = {}
-    for record in records:  # oldest first
-        if any("attention" in example for example in record.get("examples", [])):
-            latest[(record["dataset"], record["preset"])] = record
-    written = []
-    for (dataset, preset), record in sorted(latest.items()):
-        folder, real = example_media(record)
-        examples = [e for e in record["examples"] if "attention" in e and folder is not None and e.get("media")
-                    and (folder / e["media"]).is_file()][:EXAMPLES_DRAWN]
-        if not examples:
-            continue
-        config = record["config"]
-        crop, resize = encoder_geometry(config["encoder"], config.get("image_size", 0))
-        rows = [(Image.open(folder / e["media"]), e["attention"]["words"], e["attention"]["maps"]) for e in examples]
-        name = f"{NAME}_{dataset}_{preset}_attention.png"
-        path = local_figure_path(results_dir, name) if real else results_dir / name
-        title = (f"{NAME} {config['attention']} attention on {dataset} test images, preset {preset} "
-                 f"(record {Path(record['_path']).name})")
-        draw_attention(rows, tuple(examples[0]["attention"]["grid"]), crop, resize, title, path)
-        written.append((f"{dataset}: where each word looked, {config['attention']} attention (preset {preset})", path))
-    return written
 
 
 # --- registration -----------------------------------------------------------------------------------------------
@@ -655,10 +563,8 @@ register_paper(PaperEntry(
     config_class=Xu2015Config,
     presets=PRESETS,
     module_class=Xu2015,
-    make_datamodule=caption_datamodule,
     make_module=make_module,
     monitor=("val/bleu_4", "max"),  # Sec. 4.3: early stopping on BLEU
     baselines=(retrieval_baseline,),
-    figures=(caption_examples_figure, attention_figure),
-    use_distributed_sampler=False,  # CaptionDataModule shards by process itself (no padded duplicates)
+    figures=("caption_examples", "attention_maps"),
 ))

@@ -1,4 +1,4 @@
-from repro.cli import main
+from repro.app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

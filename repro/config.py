@@ -60,7 +60,7 @@ class TrainingConfig:
     accumulate_grad_batches: PositiveInt = 1
     max_time_minutes: PositiveFloat | None = None  # stop training after this wall-clock time (then test as usual)
 
-    # The world-size rule (repro/scaling.py; class attributes, not fields): each paper states what stays
+    # The world-size rule (repro/training/batch_scaling.py; class attributes, not fields): each paper states what stays
     # fixed when devices or nodes change. The default is Lightning's: batch_size per process.
     batch_size_scope = "per-process"
     world_size_rule = "not stated"

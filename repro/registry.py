@@ -1,15 +1,13 @@
-"""The paper registry: each paper registers itself once, and the CLI, ``list`` and ``table`` read it.
+"""The paper registry: each paper registers itself once, and the commands, ``list`` and ``table`` read it.
 
-Adding a paper means adding one file under ``papers/`` that calls :func:`register_paper`; no CLI code
-changes. Papers that are planned but not yet built register with ``module_class=None`` so that
+Adding a paper means adding one file under ``papers/`` (and its name in ``papers/__init__.py``) that
+calls :func:`register_paper`; no command changes. Papers that are planned but not yet built register with ``module_class=None`` so that
 ``repro list`` shows all six and their published numbers.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from repro.errors import UserError
@@ -59,19 +57,15 @@ class PaperEntry:
     config_class: type | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     module_class: type | None = None  # a LightningModule; None while the paper is not built yet
-    # (config, dataset name, data root) -> LightningDataModule
-    make_datamodule: Callable[..., Any] | None = None
     # (config, datamodule) -> LightningModule (the datamodule supplies e.g. the vocabulary)
     make_module: Callable[..., Any] | None = None
     # metric monitored for the best checkpoint, and whether lower or higher is better
     monitor: tuple[str, str] = ("val/loss", "min")
     # (config, datamodule) -> BaselineResult: reference systems the run reports beside the model
     baselines: tuple[Callable[..., BaselineResult], ...] = ()
-    # False for papers whose datamodule shards the data itself (e.g. language-model streams)
-    use_distributed_sampler: bool = True
-    # (the paper's run records, results folder) -> [(caption, written PNG)]: a paper's own figures for
+    # names in ``repro.app.figures.FIGURES`` (e.g. "attention_maps"): the paper's own figures for
     # ``repro table`` (e.g. BLEU by sentence length), beside the validation curve every paper gets
-    figures: tuple[Callable[[list[dict], Path], list[tuple[str, Path]]], ...] = ()
+    figures: tuple[str, ...] = ()
 
     @property
     def built(self) -> bool:
@@ -94,18 +88,14 @@ def register_paper(entry: PaperEntry) -> PaperEntry:
     return entry
 
 
-def _load_papers() -> None:
-    # Importing the package imports every paper module, each of which registers itself.
-    importlib.import_module("papers")
-
+# The registry is filled by importing the papers (``import papers``), which the application does
+# (``repro.app``); the library itself never imports a paper.
 
 def all_papers() -> list[PaperEntry]:
-    _load_papers()
     return list(_PAPERS.values())
 
 
 def get_paper(name: str) -> PaperEntry:
-    _load_papers()
     if name not in _PAPERS:
         raise UserError(f"unknown paper {name!r}; registered papers: {', '.join(_PAPERS)}")
     return _PAPERS[name]

@@ -42,7 +42,7 @@ def sandboxed_run(root: Path, argv: list[str]) -> dict:
     """``repro run ARGV`` with its cache, data root, outputs and records under ``root``; its run record."""
     import json
 
-    from repro.cli import main
+    from repro.app.cli import main
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REPRO_CACHE", str(root / "cache"))

@@ -2,7 +2,7 @@
 
 Every case must end the same way: exit code 2, one line ``error: ...`` that names the file (and line)
 or the option at fault, no traceback, and nothing written to results/. Most cases run the CLI in this
-process (``repro.cli.main``, fast); a few run the real command line as a subprocess.
+process (``repro.app.cli.main``, fast); a few run the real command line as a subprocess.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import lightning.pytorch  # noqa: F401  (imported at collection: its log handler
 import pytest
 import torch
 
-from repro.cli import main
+from repro.app.cli import main
 from repro.errors import UserError
 
 SMOKE = ["--preset", "smoke", "--set", "hidden_size=8", "--set", "kneser_ney_baseline=false", "--max-epochs", "1",
@@ -345,7 +345,7 @@ def test_a_corrupt_image_is_named(tmp_path):
     """(A caption run skips unreadable images with a warning that lists them; the reader names the file.)"""
     if not built("vinyals2014"):
         pytest.skip("vinyals2014 is not built")
-    from datamodules.feature_cache import load_image
+    from repro.captioning.images import load_image
 
     flickr30k(tmp_path, corrupt=True)
     with pytest.raises(UserError, match=r"\S*/flickr30k-images/1.jpg: corrupt or truncated image"):
@@ -354,7 +354,7 @@ def test_a_corrupt_image_is_named(tmp_path):
 
 # Datamodule-level input the command line cannot reach with a standard dataset name.
 def test_a_word_outside_the_vocabulary_without_unk_names_file_and_line(tmp_path):
-    from datamodules.ptb import PennTreebankDataModule
+    from datamodules.language_modeling.ptb import PennTreebankDataModule
 
     folder = ptb_files(tmp_path, train=b" a b \n", valid=b" a b \n a c \n") / "ptb"
     with pytest.raises(UserError, match=r"ptb.valid.txt:2: word 'c' is not in the training vocabulary"):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from repro.beam_search import beam_search, ensemble_step
+from repro.decoding.beam_search import beam_search, ensemble_step
 from repro.errors import UserError
 
 VOCABULARY, BOS, EOS = 4, 0, 3

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.cli import main
+from repro.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted(path.stem for path in (ROOT / "benchmarks").glob("*.py") if path.stem != "__init__")

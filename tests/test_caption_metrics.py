@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-from repro import caption_metrics
-from repro.caption_metrics import human_agreement, ptb_tokenize, score_captions
 from repro.errors import UserError
+from repro.metrics import captions as caption_metrics
+from repro.metrics.captions import human_agreement, ptb_tokenize, score_captions
 from tests.conftest import shared_data
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="no `java` on PATH")

@@ -5,12 +5,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from datamodules.captions import (CaptionDataModule, ShardSampler, collate, image_files, read_dataset,
-                                  read_karpathy_json, tokenize_caption)
-from repro.errors import UserError
-
 from conftest import shared_data
+
+from datamodules.captioning.captions import (
+    CaptionDataModule,
+    ShardSampler,
+    collate,
+    image_files,
+    read_dataset,
+    read_karpathy_json,
+    tokenize_caption,
+)
+from repro.errors import UserError
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
 
@@ -188,7 +194,7 @@ def test_collate_pads_and_maps_captions_to_images():
 
 
 def test_shapes_sample_is_deterministic_and_in_karpathy_format(tmp_path):
-    from datamodules.shapes_sample import generate
+    from datamodules.captioning.shapes_sample import generate
 
     first = generate(tmp_path / "a")
     second = generate(tmp_path / "b")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.cli import main
+from repro.app.cli import main
 
 TINY = ["--preset", "smoke", "--set", "hidden_size=8", "--set", "bptt=40", "--max-epochs", "1", "--no-progress",
         "--accelerator", "cpu", "--devices", "1"]
@@ -95,7 +95,7 @@ def test_sample_generates_text_from_the_checkpoint(finished_run, capsys):
 def test_table_is_generated_from_records(finished_run, monkeypatch, capsys):
     _, results, _ = finished_run
     record = max((json.loads(p.read_text()) for p in (results / "runs").glob("*.json")), key=lambda r: r["finished_at"])
-    monkeypatch.setattr("repro.tables.trace_problem", lambda record: None)  # as from a clean commit (tests/test_tables.py)
+    monkeypatch.setattr("repro.app.tables.trace_problem", lambda record: None)  # as from a clean commit (tests/test_tables.py)
     assert main(["table", "--results", str(results)]) == 0
     table = (results / "mikolov2010.md").read_text()
     assert "| published (Mikolov et al. 2011, PTB table) | RNNLM (single) | ptb |" in table
@@ -106,7 +106,7 @@ def test_table_is_generated_from_records(finished_run, monkeypatch, capsys):
     assert main(["table", "--check", "--results", str(results)]) == 0
     assert "all current" in capsys.readouterr().out
     # an untraceable record is a DRAFT row and fails the check
-    monkeypatch.setattr("repro.tables.trace_problem", lambda record: "run from uncommitted code")
+    monkeypatch.setattr("repro.app.tables.trace_problem", lambda record: "run from uncommitted code")
     assert main(["table", "--check", "--results", str(results)]) == 1
     assert "run from uncommitted code" in capsys.readouterr().err
     assert main(["table", "--results", str(results)]) == 0

@@ -12,10 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
-from repro.caption_metrics import score_captions
-from repro.distributed import gather_for_scoring, score_once
 from repro.errors import UserError
-from repro.translation_metrics import multi_bleu
+from repro.metrics.captions import score_captions
+from repro.metrics.translation import multi_bleu
+from repro.training.distributed import gather_for_scoring, score_once
 
 WORDS = "a the dog cat man woman runs sits on in grass water red blue small big".split()
 

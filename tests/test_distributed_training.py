@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cli import main
+from repro.app.cli import main
 from repro.errors import UserError
 
 LM = ["mikolov2010", "--preset", "smoke", "--set", "hidden_size=8", "--set", "kneser_ney_baseline=false",
@@ -147,7 +147,7 @@ def newest_checkpoint_state(run_dir: Path) -> dict | None:
     path = run_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
         return None
-    try:  # written by rename (repro.trainer.AtomicCheckpointIO), so never half a file
+    try:  # written by rename (repro.training.trainer.AtomicCheckpointIO), so never half a file
         return torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         return None
@@ -253,7 +253,7 @@ def slurm(monkeypatch):
 
 def smoke_trainer(tmp_path, **options):
     from papers.mikolov2010 import Mikolov2010Config
-    from repro.trainer import TrainerOptions, build_trainer
+    from repro.training.trainer import TrainerOptions, build_trainer
 
     trainer_options = TrainerOptions(**{"accelerator": "cpu", "progress_bar": False, **options})
     return build_trainer(trainer_options, Mikolov2010Config(), tmp_path, "run", ("val/ppl", "min"), False)
@@ -262,7 +262,7 @@ def smoke_trainer(tmp_path, **options):
 def test_a_slurm_task_gives_the_trainer_its_nodes_devices_and_rank(slurm, tmp_path):
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    from repro.run import RunRequest, is_main_process, run_id
+    from repro.app.run import RunRequest, is_main_process, run_id
 
     slurm()
     trainer = smoke_trainer(tmp_path, devices="4", nodes=2, strategy="ddp")
@@ -312,7 +312,7 @@ def test_a_requeued_job_takes_the_newest_of_last_and_the_preemption_checkpoint(t
     a node failure leaves only the periodic last.ckpt. The newer one wins."""
     import time as clock
 
-    from repro.run import automatic_resume
+    from repro.app.run import automatic_resume
 
     assert automatic_resume(tmp_path) is None
     (tmp_path / "checkpoints").mkdir()

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cli import main
-from repro.records import write_atomic, write_record
+from repro.app.cli import main
+from repro.app.records import write_record
+from repro.files import write_atomic
 
 TINY = ["run", "mikolov2010", "--preset", "smoke", "--set", "hidden_size=8", "--set", "kneser_ney_baseline=false",
         "--set", "dynamic_evaluation=false", "--max-epochs", "1", "--no-progress", "--accelerator", "cpu", "--devices", "1"]
@@ -59,7 +60,7 @@ def test_a_writer_that_dies_mid_write_leaves_the_old_file(tmp_path, monkeypatch)
 
 
 def test_a_checkpoint_write_that_fails_keeps_the_last_good_one(tmp_path, monkeypatch):
-    from repro.trainer import AtomicCheckpointIO
+    from repro.training.trainer import AtomicCheckpointIO
 
     last = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1}, last)
@@ -112,7 +113,7 @@ def test_run_options_are_applied_and_recorded(tmp_path, monkeypatch):
 def test_bf16_mixed_precision_reaches_the_trainer(tmp_path):
     """(bf16 autocast of this network is slow on this CPU, so the trainer is built, not run.)"""
     from papers.mikolov2010 import Mikolov2010Config
-    from repro.trainer import TrainerOptions, build_trainer
+    from repro.training.trainer import TrainerOptions, build_trainer
 
     options = TrainerOptions(accelerator="cpu", devices="1", precision="bf16-mixed", progress_bar=False)
     trainer = build_trainer(options, Mikolov2010Config(), tmp_path, "run", ("val/ppl", "min"))
@@ -121,7 +122,7 @@ def test_bf16_mixed_precision_reaches_the_trainer(tmp_path):
 
 def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch):
     from repro.errors import UserError
-    from repro.trainer import TrainerOptions, check_precision
+    from repro.training.trainer import TrainerOptions, check_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -133,7 +134,7 @@ def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch):
 
 def test_resume_from_a_preemption_checkpoint_finds_its_run_directory(tmp_path):
     """SLURM preemption leaves RUN/hpc_ckpt_N.ckpt; checkpoints/last.ckpt sits one level down."""
-    from repro.run import RunRequest, find_resume_checkpoint, run_directory_of
+    from repro.app.run import RunRequest, find_resume_checkpoint, run_directory_of
 
     run = tmp_path / "outputs" / "mikolov2010" / "mikolov2010-paper-ptb-job77"
     (run / "checkpoints").mkdir(parents=True)

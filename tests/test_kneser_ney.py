@@ -1,4 +1,4 @@
-"""Tests for the interpolated modified Kneser-Ney baseline (repro/kneser_ney.py).
+"""Tests for the interpolated modified Kneser-Ney baseline (repro/language_modeling/kneser_ney.py).
 
 The hand-worked tests spell out every count and every step of the arithmetic, so that a reader can
 check them against Chen & Goodman 1998 without running anything; none of the expected values comes
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from repro.errors import UserError
-from repro.kneser_ney import KneserNeyLanguageModel
+from repro.language_modeling.kneser_ney import KneserNeyLanguageModel
 
 # Six sentences, 14 words, so 20 predicted tokens (14 words + 6 </s>). Chosen so that the bigram
 # counts are 4, 3, 3, 2, 2, 2, 1, 1, 1, 1 and the unigram continuation counts are 4, 3, 2, 1:

@@ -11,12 +11,20 @@ import json
 from pathlib import Path
 
 import pytest
-
-from datamodules.language_model_text import UNKNOWN, LanguageModelCorpusSpec, LanguageModelDataModule, language_model_corpus
-from repro.cli import main
-from repro.errors import UserError
 from test_bad_input import assert_one_line_error, nothing_in_results
-from wikitext_fixtures import WIKITEXT2_LINES, WIKITEXT103_LINES, wikitext_lines, wikitext_zip, write_text, write_wikitext
+from wikitext_fixtures import (
+    WIKITEXT2_LINES,
+    WIKITEXT103_LINES,
+    wikitext_lines,
+    wikitext_zip,
+    write_text,
+    write_wikitext,
+)
+
+from datamodules.language_modeling.text import LanguageModelCorpusSpec, LanguageModelDataModule, language_model_corpus
+from repro.app.cli import main
+from repro.errors import UserError
+from repro.language_modeling import UNKNOWN
 
 SMOKE = ["--preset", "smoke", "--set", "hidden_size=8", "--max-epochs", "1", "--no-progress", "--accelerator", "cpu",
          "--devices", "1"]
@@ -100,8 +108,8 @@ def offline(monkeypatch):
     """No internet and no HF datasets cache, whatever the machine has."""
     def no_download(url, destination):
         raise OSError("offline (test)")
-    monkeypatch.setattr("datamodules.wikitext.download", no_download)
-    monkeypatch.setattr("datamodules.wikitext.hf_cached_lines", lambda config: (None, "no HF cache (test)"))
+    monkeypatch.setattr("datamodules.language_modeling.wikitext.download", no_download)
+    monkeypatch.setattr("datamodules.language_modeling.wikitext.hf_cached_lines", lambda config: (None, "no HF cache (test)"))
 
 
 @pytest.mark.parametrize("name, top, suffix, lines", [("wikitext2-raw", "wikitext-2-raw", "raw", WIKITEXT2_LINES),
@@ -137,7 +145,7 @@ def test_hf_cached_copy_is_read_when_the_folder_is_missing(tmp_path, monkeypatch
     """HF datasets' rows are the release's lines: written once as the release's files in the suite's cache."""
     rows = {split: wikitext_lines(count, seed) for seed, (split, count) in enumerate(zip(("train", "valid", "test"), WIKITEXT2_LINES))}
     asked = []
-    monkeypatch.setattr("datamodules.wikitext.hf_cached_lines", lambda config: (asked.append(config) or rows, ""))
+    monkeypatch.setattr("datamodules.language_modeling.wikitext.hf_cached_lines", lambda config: (asked.append(config) or rows, ""))
     data = datamodule("wikitext2", tmp_path / "no-data-here")
     assert data.token_count("test") == sum(len(line.split()) + 1 for line in rows["test"])
     assert asked == ["wikitext-2-v1"] and "reading HF datasets' cached copy (wikitext-2-v1)" in capsys.readouterr().out
@@ -179,7 +187,7 @@ def test_smoke_run_scores_rnn_dynamic_and_kn5(runs, dataset):
 
 def test_table_keeps_the_kn5_column_on_every_corpus(runs, monkeypatch):
     records, results = runs
-    monkeypatch.setattr("repro.tables.trace_problem", lambda record: None)
+    monkeypatch.setattr("repro.app.tables.trace_problem", lambda record: None)
     assert main(["table", "--results", str(results)]) == 0
     table = (results / "mikolov2010.md").read_text()
     for dataset, record in records.items():

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from papers.mao2014 import PRESETS, Mao2014, Mao2014Config, MultimodalRNN, ScaledTanh
-from repro.captioning import CaptionBatch, Visual
-from repro.cli import main
+from repro.app.cli import main
+from repro.captioning.module import CaptionBatch, Visual
 from repro.config import config_to_dict, resolve_config
 
 SMOKE = ["--preset", "smoke", "--no-progress", "--accelerator", "cpu", "--devices", "1"]
@@ -136,7 +136,7 @@ def test_smoke_run_records_the_model_beside_retrieval(smoke_run):
 
 
 def test_caption_command_and_table_row(smoke_run, capsys):
-    from datamodules.shapes_sample import generate
+    from datamodules.captioning.shapes_sample import generate
 
     root, record = smoke_run
     with pytest.MonkeyPatch.context() as patch:

@@ -1,11 +1,11 @@
-"""The one perplexity metric every paper uses (repro.metrics.Perplexity)."""
+"""The one perplexity metric every paper uses (repro.metrics.perplexity.Perplexity)."""
 
 import math
 
 import pytest
 import torch
 
-from repro.metrics import Perplexity
+from repro.metrics.perplexity import Perplexity
 
 
 def test_perplexity_is_exp_of_the_summed_nll_per_token_over_the_corpus():

@@ -4,9 +4,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datamodules.ptb import PennTreebankDataModule
-from papers.mikolov2010 import (ClassFactorizedSoftmax, ElmanLanguageModel, FullSoftmax, Mikolov2010,
-                                Mikolov2010Config, assign_classes, learning_rate_schedule, make_module)
+from datamodules.language_modeling.ptb import PennTreebankDataModule
+from papers.mikolov2010 import (
+    ClassFactorizedSoftmax,
+    ElmanLanguageModel,
+    FullSoftmax,
+    Mikolov2010,
+    Mikolov2010Config,
+    assign_classes,
+    learning_rate_schedule,
+    make_module,
+)
 
 
 def test_fused_recurrence_is_the_sigmoid_network_of_the_paper():

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from repro.cli import main
+from repro.app.cli import main
 from repro.registry import SAMPLE_PRESET, all_papers
 
 BUILT = [entry.name for entry in all_papers() if entry.built]

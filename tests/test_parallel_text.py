@@ -5,11 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.parallel_text import (BucketBatchSampler, ParallelFiles, ParallelTextDataModule, TatoebaPairs,
-                                       encode_source, parallel_text_spec, reverse_source, tatoeba_split)
-from datamodules.translation_sample import generate
-from datamodules.vocabulary import Vocabulary
+from datamodules.translation.parallel_text import (
+    BucketBatchSampler,
+    ParallelFiles,
+    ParallelTextDataModule,
+    TatoebaPairs,
+    parallel_text_spec,
+    tatoeba_split,
+)
+from datamodules.translation.sample import generate
 from repro.errors import UserError
+from repro.translation.text import encode_source, reverse_source
+from repro.vocabulary import Vocabulary
 from tests.conftest import shared_data
 
 STEMS = {"train": ("train",), "valid": ("valid",), "test": ("test",)}

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from datamodules.catalog import choose_dataset
-from datamodules.ptb import IGNORE_INDEX, PennTreebankDataModule, prepare_ptb, split_streams
+from datamodules.language_modeling.ptb import PennTreebankDataModule, prepare_ptb
+from datamodules.language_modeling.text import split_streams
 from repro.errors import UserError
+from repro.language_modeling import IGNORE_INDEX
 from tests.conftest import shared_data, write_text_corpus
 
 

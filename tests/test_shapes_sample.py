@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from datamodules.captions import tokenize_caption
 from datamodules import shapes_sample as shapes
+from datamodules.captioning.captions import tokenize_caption
 
 
 @pytest.fixture(scope="module")

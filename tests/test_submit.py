@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.cli import main
+from repro.app.cli import main
 
 
 def dry_run(capsys, *args: str) -> str:

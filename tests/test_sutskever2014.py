@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from papers.sutskever2014 import (PRESETS, Seq2SeqLSTM, Sutskever2014, Sutskever2014Config, bucket_names,
-                                  learning_rate_factor, score_translations)
-from datamodules.vocabulary import Vocabulary
+from papers.sutskever2014 import PRESETS, Seq2SeqLSTM, Sutskever2014, Sutskever2014Config, learning_rate_factor
 from repro.config import config_to_dict, resolve_config
+from repro.translation.scoring import bucket_names, score_translations
+from repro.vocabulary import Vocabulary
 
 
 def repro(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -114,7 +114,7 @@ def test_a_lowercasing_config_scores_case_insensitively_under_its_own_names():
     config = resolve_config(Sutskever2014Config, PRESETS, "cpu")
     assert config.lowercase and resolve_config(Sutskever2014Config, PRESETS, "sample").lowercase
     assert not resolve_config(Sutskever2014Config, PRESETS, "paper").lowercase
-    # a lowercased run's references are lowercased too (datamodules.parallel_text), its hypotheses are
+    # a lowercased run's references are lowercased too (datamodules.translation.parallel_text), its hypotheses are
     items = [(["le", "chat", "dort", "."], "le chat dort .", "le chat dort.", 4),
              (["un", "chien", "noir", "court", "."], "un chien noir court .", "un chien noir court.", 5)]
     scores = score_translations(items, "fr", (7, 10), config.lowercase)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from repro import records, tables
-from repro.records import git_state, trace_problem
+from repro.app import figures, records, rows, tables
+from repro.app.records import git_state, trace_problem
 
 
 def git(folder: Path, *args: str) -> str:
@@ -66,11 +66,11 @@ def test_a_figure_carries_the_digest_of_what_it_plots(tmp_path):
         axis.set_title("curve")
         return figure
 
-    first = tables.save_figure(draw([3.0, 2.0, 1.0]), tmp_path / "a.png")
-    same = tables.save_figure(draw([3.0, 2.0, 1.0]), tmp_path / "b.png")
-    other = tables.save_figure(draw([3.0, 2.0, 1.5]), tmp_path / "c.png")
-    assert tables.stored_digest(first) == tables.stored_digest(same) != tables.stored_digest(other)
-    assert tables.stored_digest(tmp_path / "missing.png") is None
+    first = figures.save_figure(draw([3.0, 2.0, 1.0]), tmp_path / "a.png")
+    same = figures.save_figure(draw([3.0, 2.0, 1.0]), tmp_path / "b.png")
+    other = figures.save_figure(draw([3.0, 2.0, 1.5]), tmp_path / "c.png")
+    assert figures.stored_digest(first) == figures.stored_digest(same) != figures.stored_digest(other)
+    assert figures.stored_digest(tmp_path / "missing.png") is None
 
 
 def test_check_finds_a_stale_page(tmp_path, monkeypatch):
@@ -93,7 +93,7 @@ def test_check_finds_a_stale_page(tmp_path, monkeypatch):
 
     figure, axis = plt.subplots()
     axis.plot([1, 2], [3, 4])
-    tables.save_figure(figure, results / "mikolov2010_length_gone.png")  # drawn for records since removed
+    figures.save_figure(figure, results / "mikolov2010_length_gone.png")  # drawn for records since removed
     assert [p for p in tables.check_tables(results) if "mikolov2010_length_gone.png: no run record draws it" in p]
 
 
@@ -126,9 +126,9 @@ def test_row_shows_the_range_of_epochs_its_seeds_trained():
     def record(epochs, seed):
         return {"config": {"seed": seed}, "metrics": {"test/bleu_4": 15.0 + seed}, "epochs": epochs}
 
-    assert tables.Row("cpu", "", "flickr8k", [record(18, 1), record(15, 2), record(17, 3)]).epochs == "15-18"
-    assert tables.Row("cpu", "", "flickr8k", [record(8, 1), record(8, 2)]).epochs == "8"
-    assert tables.Row("cpu", "", "flickr8k", [{"config": {}, "metrics": {}}]).epochs == ""
+    assert rows.Row("cpu", "", "flickr8k", [record(18, 1), record(15, 2), record(17, 3)]).epochs == "15-18"
+    assert rows.Row("cpu", "", "flickr8k", [record(8, 1), record(8, 2)]).epochs == "8"
+    assert rows.Row("cpu", "", "flickr8k", [{"config": {}, "metrics": {}}]).epochs == ""
 
 
 def test_commands_and_differences_write_the_runs_output_folder_as_OUT():
@@ -145,7 +145,7 @@ def test_commands_and_differences_write_the_runs_output_folder_as_OUT():
     entry = get_paper("venugopalan2014")
     record = {"preset": "sample", "command": command,
               "config": {"init_from": "/tmp/rec/out/venugopalan2014/shapes-run/checkpoints/best.ckpt"}}
-    assert tables.differences_from_preset(entry, record) == "init_from=OUT/venugopalan2014/shapes-run/checkpoints/best.ckpt"
+    assert rows.differences_from_preset(entry, record) == "init_from=OUT/venugopalan2014/shapes-run/checkpoints/best.ckpt"
     assert tables.shown_command("python -m repro run mikolov2010") == "python -m repro run mikolov2010"
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.catalog import DATASETS, choose_dataset, file_md5
-from datamodules.parallel_text import ParallelTextSpec, line_aligned, parallel_text_spec
-from datamodules.translation_corpora import MULTI30K_FILES, MULTI30K_MD5, MULTI30K_SPLITS, MULTI30K_TEST_SETS
-from repro.cli import main
+from datamodules.catalog import DATASETS, choose_dataset
+from datamodules.translation.corpora import MULTI30K_FILES, MULTI30K_MD5, MULTI30K_SPLITS, MULTI30K_TEST_SETS
+from datamodules.translation.parallel_text import ParallelTextSpec, line_aligned, parallel_text_spec
+from repro.app.cli import main
 from repro.errors import UserError
+from repro.files import file_md5
 from tests.conftest import shared_data
 
 WORDS = {"en": ["a", "man", "dog", "runs", "on", "the", "grass"], "de": ["ein", "Mann", "Hund", "läuft", "auf", "dem", "Gras"],

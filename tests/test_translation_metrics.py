@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from repro.errors import UserError
-from repro.translation_metrics import multi_bleu, sacrebleu_score
+from repro.metrics.translation import multi_bleu, sacrebleu_score
 
 # The example of sacrebleu's README ("Using SacreBLEU from Python"), per hypothesis here.
 SYSTEM = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]

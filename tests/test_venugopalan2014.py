@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import shared_data
-from repro.cli import main
+
+from repro.app.cli import main
 
 SMOKE = ["--preset", "smoke", "--no-progress", "--accelerator", "cpu", "--devices", "1"]
 
@@ -36,7 +36,7 @@ def write_video(path: Path, frames: int, size: int = 32, value=lambda t: (10 * t
 # --- frames: sampling, decoding, pooling --------------------------------------------------------------------
 
 def test_one_frame_in_step_is_kept_and_max_frames_spreads_them():
-    from datamodules.video_captions import sampled_frame_indices
+    from repro.captioning.video import sampled_frame_indices
 
     assert sampled_frame_indices(41, 10) == [0, 10, 20, 30, 40]
     assert sampled_frame_indices(40, 10) == [0, 10, 20, 30]
@@ -48,7 +48,7 @@ def test_one_frame_in_step_is_kept_and_max_frames_spreads_them():
 
 
 def test_decoding_keeps_the_sampled_frames_in_order(tmp_path):
-    from datamodules.video_captions import decode_frames
+    from repro.captioning.video import decode_frames
 
     clip = write_video(tmp_path / "ramp.mp4", frames=25)
     indices, frames = decode_frames(clip, step=10)
@@ -59,7 +59,7 @@ def test_decoding_keeps_the_sampled_frames_in_order(tmp_path):
 
 
 def test_mean_pooling_by_hand():
-    from datamodules.video_captions import mean_pool, pad_frames
+    from repro.captioning.video import mean_pool, pad_frames
 
     visual = pad_frames([torch.tensor([[1.0, 2.0], [3.0, 6.0]]), torch.tensor([[5.0, 5.0]]),
                          torch.tensor([[0.0, 3.0], [3.0, 0.0], [6.0, 6.0]])])
@@ -69,7 +69,7 @@ def test_mean_pooling_by_hand():
 
 
 def test_undecodable_empty_and_missing_videos_are_named_and_counted(tmp_path, capsys):
-    from datamodules.video_captions import decode_to_frame_files
+    from datamodules.captioning.video import decode_to_frame_files
     from repro.errors import UserError
 
     good = write_video(tmp_path / "good.mp4", frames=12)
@@ -95,8 +95,8 @@ def test_undecodable_empty_and_missing_videos_are_named_and_counted(tmp_path, ca
 
 
 def test_clip_features_keep_every_frame_and_their_mean(tmp_path):
-    from datamodules.video_captions import clip_features
-    from repro.image_encoders import build_encoder
+    from datamodules.captioning.video import clip_features
+    from repro.captioning.image_encoders import build_encoder
 
     clips = {"ramp": write_video(tmp_path / "ramp.mp4", frames=31), "short": write_video(tmp_path / "s.mp4", frames=5)}
     encoder = build_encoder("efficientnet-lite0", "random", 32)
@@ -110,7 +110,7 @@ def test_clip_features_keep_every_frame_and_their_mean(tmp_path):
 # --- MSVD ---------------------------------------------------------------------------------------------------
 
 def test_msvd_split_on_the_real_caption_files():
-    from datamodules.msvd import read_msvd
+    from datamodules.captioning.msvd import read_msvd
 
     folder = shared_data("msvd")
     clips = read_msvd(folder, folder / "no-videos-here")
@@ -145,7 +145,7 @@ def write_corpus_csv(folder: Path, clips: list[str]) -> Path:
 
 
 def test_msvd_corpus_csv_keeps_english_and_takes_the_split_from_the_mapping(tmp_path):
-    from datamodules.msvd import read_msvd
+    from datamodules.captioning.msvd import read_msvd
     from repro.errors import UserError
 
     names = [f"clip{n:04d}_{n}_{n + 5}" for n in range(1, 1971)]
@@ -167,7 +167,7 @@ def test_msvd_corpus_csv_keeps_english_and_takes_the_split_from_the_mapping(tmp_
 
 
 def test_msvd_tsv_errors_name_file_and_line(tmp_path):
-    from datamodules.msvd import read_msvd_tsv
+    from datamodules.captioning.msvd import read_msvd_tsv
     from repro.errors import UserError
 
     folder = tmp_path / "msvd"
@@ -220,7 +220,7 @@ def module(vocabulary_words, **config):
 
 
 def test_visual_context_mean_middle_frame_none_and_images():
-    from repro.captioning import Visual
+    from repro.captioning.module import Visual
 
     frames = Visual("frames", torch.tensor([[[1.0, 0, 0], [3.0, 2, 0], [0, 0, 0]], [[4.0, 4, 4], [0, 0, 0], [2, 2, 2]]]),
                     lengths=torch.tensor([2, 3]))
@@ -231,7 +231,7 @@ def test_visual_context_mean_middle_frame_none_and_images():
 
 
 def test_training_loss_is_the_mean_word_nll_times_the_loss_weight():
-    from repro.captioning import CaptionBatch, Visual
+    from repro.captioning.module import CaptionBatch, Visual
 
     net = module(["a", "b"], dropout=0.0).eval()
     batch = CaptionBatch(["x", "y"], torch.tensor([0, 1]), Visual("frames", torch.randn(2, 2, 3), lengths=torch.tensor([2, 1])),
@@ -241,8 +241,8 @@ def test_training_loss_is_the_mean_word_nll_times_the_loss_weight():
 
 
 def test_transfer_from_an_image_run_copies_lstms_and_shared_words(tmp_path):
-    from repro.errors import UserError
     from papers.venugopalan2014 import transfer_from_image_run
+    from repro.errors import UserError
 
     torch.manual_seed(1)
     image_run = module(["a", "dog", "runs"])
@@ -333,7 +333,7 @@ def test_smoke_run_records_model_baseline_and_attribute_accuracy(smoke_run):
 
 
 def test_caption_command_describes_a_video_file_and_the_table_has_the_row(smoke_run, capsys):
-    from datamodules.motion_sample import generate
+    from datamodules.captioning.motion_sample import generate
 
     root, record = smoke_run
     with pytest.MonkeyPatch.context() as patch:

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from papers.vinyals2014 import ShowAndTellNetwork
-from repro.caption_retrieval import consensus_caption, nearest_neighbour_captions
-from repro.cli import main
+from repro.app.cli import main
+from repro.captioning.retrieval import consensus_caption, nearest_neighbour_captions
 
 SMOKE = ["--preset", "smoke", "--no-progress", "--accelerator", "cpu", "--devices", "1"]
 
@@ -31,7 +31,7 @@ def test_image_enters_once_before_the_words_and_steps_match_the_sequence():
 
 def test_loss_is_the_summed_caption_negative_log_likelihood():
     from papers.vinyals2014 import Vinyals2014, Vinyals2014Config
-    from repro.captioning import CaptionBatch, Visual
+    from repro.captioning.module import CaptionBatch, Visual
     from repro.config import config_to_dict
 
     vocabulary = {"words": ["<pad>", "<start>", "<end>", "<unk>", "a", "b"], "counts": [0, 0, 0, 0, 3, 3], "unknown": "<unk>"}
@@ -56,8 +56,8 @@ def test_consensus_caption_is_the_one_most_like_the_others():
 def test_retrieval_baseline_returns_its_captions_with_its_scores():
     from pathlib import Path
 
-    from repro.caption_retrieval import nearest_neighbour_baseline
-    from repro.captioning import EvaluationSet
+    from repro.captioning.module import EvaluationSet
+    from repro.captioning.retrieval import nearest_neighbour_baseline
 
     def split(name, ids, captions, vectors):
         return EvaluationSet("toy", name, ids, captions, [[c.lower().rstrip(".").split() for c in cs] for cs in captions],
@@ -105,7 +105,7 @@ def test_smoke_run_records_model_and_baseline_metrics(smoke_run):
 
 
 def test_caption_command_and_table(smoke_run, capsys):
-    from datamodules.shapes_sample import generate
+    from datamodules.captioning.shapes_sample import generate
 
     root, record = smoke_run
     checkpoint = record["best_checkpoint"]

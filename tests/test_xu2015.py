@@ -3,17 +3,27 @@ attention's sampling and variance reductions, the attention-in-box measure, and 
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from papers.xu2015 import (HardAttentionDraws, ShowAttendTellNetwork, Xu2015, Xu2015Config, attention_entropy,
-                           attention_in_boxes, box_cell_fractions, doubly_stochastic_penalty, hard_attention_draws,
-                           location_log_probability, reinforce_surrogate, sample_locations)
-from repro.captioning import CaptionBatch, Visual
-from repro.cli import main
+from papers.xu2015 import (
+    HardAttentionDraws,
+    ShowAttendTellNetwork,
+    Xu2015,
+    Xu2015Config,
+    attention_entropy,
+    attention_in_boxes,
+    box_cell_fractions,
+    doubly_stochastic_penalty,
+    hard_attention_draws,
+    location_log_probability,
+    reinforce_surrogate,
+    sample_locations,
+)
+from repro.app.cli import main
+from repro.captioning.module import CaptionBatch, Visual
 from repro.config import config_to_dict
 
 SMOKE = ["--preset", "smoke", "--no-progress", "--accelerator", "cpu", "--devices", "1"]
@@ -278,7 +288,7 @@ def test_attention_in_box_on_synthetic_annotations():
 
 
 def test_test_step_records_the_attention_in_box_metric(monkeypatch):
-    from repro.captioning import CaptioningModule
+    from repro.captioning.module import CaptioningModule
 
     monkeypatch.setattr(CaptioningModule, "on_test_epoch_end", lambda self: None)  # scoring is tested elsewhere
     soft = module(image_size=64).eval()
@@ -333,7 +343,7 @@ def test_smoke_run_records_metrics_attention_maps_and_a_table_row(smoke_run):
 
 
 def test_caption_command_draws_the_attention_of_each_word(smoke_run, capsys):
-    from datamodules.shapes_sample import generate
+    from datamodules.captioning.shapes_sample import generate
 
     root, _, record = smoke_run
     with pytest.MonkeyPatch.context() as patch:

@@ -1,6 +1,6 @@
 """Generated corpora in WikiText's release format (and in the plain ``text`` format), for the tests.
 
-The layout is the release's (datamodules/wikitext.py): ``wiki.{train,valid,test}.tokens`` (or ``.raw``),
+The layout is the release's (datamodules/language_modeling/wikitext.py): ``wiki.{train,valid,test}.tokens`` (or ``.raw``),
 as many lines as the release has, each line a paragraph, a heading `` = Title = `` / `` = = Section = = ``
 or a blank line (one space), words and punctuation separated by spaces, numbers split with ``@,@`` and
 ``@.@``, compounds with ``@-@``. The tokenized variant has ``<unk>`` where the raw one has a rare word,

@@ -1,0 +1,550 @@
+"""Line-aligned parallel text for translation: the readers, the registry entry, the datamodule.
+
+One LightningDataModule reads every corpus; what differs is only the reader, and each registered
+corpus (``ParallelTextSpec``: Multi30k, Tatoeba, WMT'14 and your own files in
+``datamodules.translation.corpora``, the embedded sample in ``datamodules.translation.sample``) carries
+its own, with its languages and test sets. Nothing branches on a corpus's name.
+
+- ``ParallelFiles``: one sentence per line, line ``i`` of the source file translates line ``i`` of
+  the target file, plain or gzipped (``train.en`` or ``train.en.gz``). A split may be several files
+  read one after the other (WMT'14 validates on newstest2012 followed by newstest2013); the test split
+  is the test set the run chose (``--set test_set=test_2017_flickr`` on Multi30k). Multi30k, WMT'14,
+  the embedded sample and the ``parallel`` dataset (your own corpus in
+  ``<data root>/parallel/{train,valid,test}.<lang>``) all go through it.
+- ``TatoebaPairs``: the manythings.org file ``fra.txt``, one pair per line,
+  ``English<TAB>French[<TAB>attribution]``. It has no official split, so the suite makes one that
+  never changes: the md5 of the English sentence, as an integer modulo 100, puts a pair in test
+  (0-1), valid (2-3) or train (4-99). All translations of the same English sentence land in the
+  same split, so no test source is seen in training.
+
+Then, the same for every corpus: Moses tokenization (sacremoses, cached under ``cache_dir()`` keyed by
+the files' md5 so a second run does not tokenize again), optional lowercasing, source and target
+vocabularies cut to the most frequent words (the rest become ``<unk>``), the source-reversal
+transform of Sutskever et al. 2014 (the source words are reversed, never the target), and batches of
+sentences of similar length (``BucketBatchSampler``), sharded by rank so it also works under DDP.
+
+Bad input is a one-line error: files with different line counts (both named, with their counts), a
+pair with an empty side (counted and skipped, said once), an evaluation source longer than
+``max_length``, a language pair the corpus does not have, a test set it does not have or that lacks
+one of the two languages (with the test sets that have both), a missing file (named, with the
+languages present for that split), a corpus folder that is not there.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datamodules.catalog import DatasetSpec, cache_dir, get_dataset, numbered_lines
+from repro.errors import UserError
+from repro.files import file_md5
+from repro.translation.text import BOS, EOS, SPECIALS, TOKENIZATION_VERSION, UNKNOWN, encode_source, tokenize
+from repro.vocabulary import Vocabulary
+
+SPLITS = ("train", "valid", "test")
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, gzipped when its name ends in .gz; errors name file and line."""
+    if path.suffix != ".gz":
+        yield from numbered_lines(path)
+        return
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        with gzip.open(path, "rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    yield line_number, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as error:
+                    raise UserError(f"{path}:{line_number}: not valid UTF-8 ({error.reason})") from None
+    except (OSError, EOFError) as error:
+        raise UserError(f"{path}: not a readable gzip file ({error})") from None
+
+
+@dataclass
+class Pair:
+    source: str
+    target: str
+    where: str  # "file:line" of the source side, for error messages
+
+
+@dataclass
+class RawCorpus:
+    splits: dict[str, list[Pair]]
+    skipped_empty: int = 0
+    first_empty: str = ""
+
+
+def check_language_pair(corpus: str, languages: tuple[str, ...], source: str, target: str) -> None:
+    """A one-line error unless ``source`` and ``target`` are two different languages of the corpus
+    (``languages`` () means: whatever its files have, checked when they are opened)."""
+    if source == target:
+        raise UserError(f"source and target language are both {source!r}")
+    if languages and not {source, target} <= set(languages):
+        has = (f"{languages[0]}-{languages[1]} and {languages[1]}-{languages[0]}" if len(languages) == 2
+               else f"any two of {', '.join(languages)}")
+        raise UserError(f"unknown language pair {source}-{target} for {corpus}: it has {has} "
+                        f"(--set source_language=... --set target_language=...)")
+
+
+def find_text_file(folder: Path, stem: str, language: str) -> Path | None:
+    for name in (f"{stem}.{language}", f"{stem}.{language}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+@dataclass
+class ParallelFiles:
+    """``<folder>/<stem>.<language>[.gz]`` for each split; a split may concatenate several stems."""
+
+    folder: Path
+    stems: dict[str, tuple[str, ...]]  # split -> file stems read in order
+    name: str = "parallel files"
+    languages: tuple[str, ...] = ()  # the languages the corpus has; () means: whatever files exist
+
+    def check_pair(self, source: str, target: str) -> None:
+        check_language_pair(self.name, self.languages, source, target)
+        for split, stems in self.stems.items():
+            for stem in stems:
+                for language in (source, target):
+                    if find_text_file(self.folder, stem, language) is None:
+                        present = sorted({p.name.split(".")[1] for p in self.folder.glob(f"{stem}.*")
+                                          if len(p.name.split(".")) > 1}) if self.folder.is_dir() else []
+                        raise UserError(f"{self.folder / f'{stem}.{language}'} (or .gz) not found: no {language!r} "
+                                        f"side for the {split} split; languages present for {stem!r}: "
+                                        f"{', '.join(present) or 'none'}")
+
+    def files(self, source: str, target: str) -> list[Path]:
+        self.check_pair(source, target)
+        return [find_text_file(self.folder, stem, language) for split in SPLITS for stem in self.stems[split]
+                for language in (source, target)]
+
+    def read(self, source: str, target: str) -> RawCorpus:
+        self.check_pair(source, target)
+        corpus = RawCorpus({split: [] for split in SPLITS})
+        for split in SPLITS:
+            for stem in self.stems[split]:
+                source_path = find_text_file(self.folder, stem, source)
+                target_path = find_text_file(self.folder, stem, target)
+                source_lines = list(text_lines(source_path))
+                target_lines = list(text_lines(target_path))
+                if len(source_lines) != len(target_lines):
+                    raise UserError(f"{source_path} has {len(source_lines)} lines but {target_path} has "
+                                    f"{len(target_lines)}: parallel files must be line-aligned")
+                for (line_number, source_text), (_, target_text) in zip(source_lines, target_lines):
+                    where = f"{source_path}:{line_number}"
+                    if not source_text.strip() or not target_text.strip():
+                        corpus.skipped_empty += 1
+                        corpus.first_empty = corpus.first_empty or where
+                        continue
+                    corpus.splits[split].append(Pair(source_text.strip(), target_text.strip(), where))
+        return corpus
+
+
+def tatoeba_split(english: str) -> str:
+    """The documented, fixed split: md5(English sentence) mod 100 -> test 0-1, valid 2-3, train 4-99."""
+    bucket = int(hashlib.md5(english.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return "test" if bucket < 2 else "valid" if bucket < 4 else "train"
+
+
+@dataclass
+class TatoebaPairs:
+    """manythings.org's ``fra.txt``: ``English<TAB>French[<TAB>attribution]`` per line."""
+
+    path: Path
+    name: str = "tatoeba"
+    languages: tuple[str, ...] = ("en", "fr")
+
+    def check_pair(self, source: str, target: str) -> None:
+        check_language_pair(self.name, self.languages, source, target)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: file not found")
+
+    def files(self, source: str, target: str) -> list[Path]:
+        self.check_pair(source, target)
+        return [self.path]
+
+    def read(self, source: str, target: str) -> RawCorpus:
+        self.check_pair(source, target)
+        corpus = RawCorpus({split: [] for split in SPLITS})
+        for line_number, line in text_lines(self.path):
+            fields = line.split("\t")
+            where = f"{self.path}:{line_number}"
+            if not line.strip():
+                corpus.skipped_empty += 1
+                corpus.first_empty = corpus.first_empty or where
+                continue
+            if len(fields) < 2:
+                raise UserError(f"{where}: expected English<TAB>French[<TAB>attribution], found no tab")
+            english, french = fields[0].strip(), fields[1].strip()
+            if not english or not french:
+                corpus.skipped_empty += 1
+                corpus.first_empty = corpus.first_empty or where
+                continue
+            texts = {"en": english, "fr": french}
+            corpus.splits[tatoeba_split(english)].append(Pair(texts[source], texts[target], where))
+        return corpus
+
+
+# --- tokenization, cached -------------------------------------------------------------------------
+
+
+@dataclass
+class TokenizedPair:
+    source: list[str]
+    target: list[str]
+    target_text: str  # the untokenized reference (lowercased when the tokens are), for sacreBLEU
+    where: str
+
+
+def tokenized_corpus(reader, source: str, target: str, lowercase: bool) -> tuple[dict[str, list[TokenizedPair]], RawCorpus]:
+    """Tokenize every split once; the result is cached under cache_dir(), keyed by the files' md5."""
+    import sacremoses
+
+    files = reader.files(source, target)
+    key_text = json.dumps({"reader": type(reader).__name__, "stems": getattr(reader, "stems", None),
+                           "files": [(p.name, file_md5(p)) for p in files], "source": source, "target": target,
+                           "lowercase": lowercase, "version": TOKENIZATION_VERSION,
+                           "sacremoses": getattr(sacremoses, "__version__", "?")}, sort_keys=True)
+    key = hashlib.md5(key_text.encode()).hexdigest()
+    cached = cache_dir() / "tokenized" / f"{key}.json.gz"
+    if cached.is_file():
+        try:
+            with gzip.open(cached, "rt", encoding="utf-8") as handle:
+                saved = json.load(handle)
+            splits = {split: [TokenizedPair(s.split(" ") if s else [], t.split(" ") if t else [], text, where)
+                              for s, t, text, where in saved["splits"][split]] for split in SPLITS}
+            return splits, RawCorpus({}, saved["skipped_empty"], saved["first_empty"])
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is rebuilt below
+    raw = reader.read(source, target)
+    say(f"tokenizing {sum(len(v) for v in raw.splits.values())} sentence pairs with sacremoses "
+        f"({source}-{target}); cached in {cached}")
+    splits = {}
+    for split in SPLITS:
+        splits[split] = [TokenizedPair(tokenize(p.source, source, lowercase), tokenize(p.target, target, lowercase),
+                                       p.target.lower() if lowercase else p.target, p.where)
+                         for p in raw.splits[split]]
+    payload = {"skipped_empty": raw.skipped_empty, "first_empty": raw.first_empty,
+               "splits": {split: [(" ".join(p.source), " ".join(p.target), p.target_text, p.where) for p in pairs]
+                          for split, pairs in splits.items()}}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
+    with os.fdopen(handle, "wb") as raw_file, gzip.open(raw_file, "wt", encoding="utf-8") as out:
+        json.dump(payload, out)
+    os.replace(temporary, cached)
+    return splits, RawCorpus({}, raw.skipped_empty, raw.first_empty)
+
+
+# --- vocabularies and the source-reversal transform ------------------------------------------------
+
+def build_vocabulary(sentences: list[list[str]], max_size: int, min_count: int, source: str) -> Vocabulary:
+    """The ``max_size`` most frequent words seen at least ``min_count`` times, plus the special words."""
+    counts = Counter(word for sentence in sentences for word in sentence)
+    kept = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIALS), key=lambda w: (-counts[w], w))
+    kept = Counter({w: counts[w] for w in kept[:max_size]})
+    return Vocabulary.from_counts(kept, specials=SPECIALS, unknown=UNKNOWN, source=source)
+
+
+class ParallelDataset(Dataset):
+    def __init__(self, pairs: list[TokenizedPair], source_vocabulary: Vocabulary, target_vocabulary: Vocabulary,
+                 reverse: bool):
+        self.pairs = pairs
+        self.sources = [torch.tensor(encode_source(p.source, source_vocabulary, reverse)) for p in pairs]
+        self.targets = [torch.tensor(target_vocabulary.encode(p.target)) for p in pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def lengths(self) -> list[tuple[int, int]]:
+        return [(len(s), len(t)) for s, t in zip(self.sources, self.targets)]
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        return {"id": index, "source": self.sources[index], "target": self.targets[index],
+                "reference_tokens": " ".join(pair.target), "reference_text": pair.target_text}
+
+
+def collate(examples: list[dict], bos: int, eos: int, pad: int = 0) -> dict:
+    """Pad to the longest sentence; the decoder reads <s> y_1..y_n and predicts y_1..y_n </s>."""
+    pad_sequence = torch.nn.utils.rnn.pad_sequence
+    sources = [e["source"] for e in examples]
+    targets = [e["target"] for e in examples]
+    return {
+        "ids": [e["id"] for e in examples],
+        "source": pad_sequence(sources, batch_first=True, padding_value=pad),
+        "source_lengths": torch.tensor([len(s) for s in sources]),
+        "target_input": pad_sequence([torch.cat([torch.tensor([bos]), t]) for t in targets], batch_first=True,
+                                     padding_value=pad),
+        "target_output": pad_sequence([torch.cat([t, torch.tensor([eos])]) for t in targets], batch_first=True,
+                                      padding_value=pad),
+        "reference_tokens": [e["reference_tokens"] for e in examples],
+        "reference_text": [e["reference_text"] for e in examples],
+    }
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of sentences of similar length (Sec. 3.4: "all sentences in a minibatch are roughly of
+    the same length"), in a random batch order each epoch, sharded by rank.
+
+    Sentences are sorted by (source, target) length, ties broken at random per epoch, cut into batches
+    of ``batch_size``; the batch order is shuffled. Process ``rank`` of ``world_size`` takes every
+    ``world_size``-th batch; the list is padded by repeating batches so every process gets the same
+    number (DDP needs that; evaluation drops the repeats by example id).
+    """
+
+    def __init__(self, lengths: list[tuple[int, int]], batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
+        if not lengths:
+            raise UserError("no sentence pairs to batch")
+        self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        generator = random.Random(self.seed + self.epoch)
+        if self.shuffle:
+            generator.shuffle(order)
+        order.sort(key=lambda i: self.lengths[i])  # stable: the shuffle breaks ties
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.shuffle:
+            generator.shuffle(batches)
+        per_rank = math.ceil(len(batches) / self.world_size)
+        padding = per_rank * self.world_size - len(batches)
+        return batches + [batches[i % len(batches)] for i in range(padding)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._all_batches()[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world_size)
+
+
+class ParallelTextDataModule(L.LightningDataModule):
+    """Tokenized, numbericalized parallel text in length-bucketed batches; vocabularies from train.
+
+    ``batch_size`` is per process. ``max_length``: training pairs with a longer source or target are
+    dropped (counted, said once); a longer source in valid or test is an error naming its line.
+    """
+
+    shards_by_process = True  # BucketBatchSampler gives each process its own batches; no DistributedSampler
+
+    def __init__(self, reader, source_language: str = "en", target_language: str = "fr", batch_size: int = 128,
+                 reverse_source: bool = True, lowercase: bool = False, source_vocabulary_size: int = 160000,
+                 target_vocabulary_size: int = 80000, min_count: int = 1, max_length: int = 100,
+                 eval_batch_size: int | None = None, seed: int = 0):
+        super().__init__()
+        self.reader = reader
+        self.source_language, self.target_language = source_language, target_language
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.reverse_source, self.lowercase = reverse_source, lowercase
+        self.source_vocabulary_size, self.target_vocabulary_size = source_vocabulary_size, target_vocabulary_size
+        self.min_count, self.max_length, self.seed = min_count, max_length, seed
+        self._pairs: dict[str, list[TokenizedPair]] | None = None
+        self._vocabularies: tuple[Vocabulary, Vocabulary] | None = None
+        self._datasets: dict[str, ParallelDataset] = {}
+
+    @property
+    def pairs(self) -> dict[str, list[TokenizedPair]]:
+        if self._pairs is None:
+            splits, raw = tokenized_corpus(self.reader, self.source_language, self.target_language, self.lowercase)
+            if raw.skipped_empty:
+                say(f"skipped {raw.skipped_empty} sentence pair(s) with an empty side (first: {raw.first_empty})")
+            train = [p for p in splits["train"] if len(p.source) <= self.max_length and len(p.target) <= self.max_length]
+            if len(train) < len(splits["train"]):
+                say(f"dropped {len(splits['train']) - len(train)} training pair(s) longer than max_length="
+                    f"{self.max_length} tokens")
+            if not train:
+                raise UserError(f"{self.reader.name}: no training sentence pairs left (max_length={self.max_length})")
+            for split in ("valid", "test"):
+                if not splits[split]:
+                    raise UserError(f"{self.reader.name}: the {split} split is empty")
+                for pair in splits[split]:
+                    if len(pair.source) > self.max_length:
+                        raise UserError(f"{pair.where}: source sentence of {len(pair.source)} tokens is longer than "
+                                        f"max_length={self.max_length} (--set max_length=N)")
+            self._pairs = {"train": train, "valid": splits["valid"], "test": splits["test"]}
+        return self._pairs
+
+    @property
+    def vocabularies(self) -> tuple[Vocabulary, Vocabulary]:
+        if self._vocabularies is None:
+            train = self.pairs["train"]
+            self._vocabularies = (
+                build_vocabulary([p.source for p in train], self.source_vocabulary_size, self.min_count,
+                                 f"{self.reader.name} train ({self.source_language})"),
+                build_vocabulary([p.target for p in train], self.target_vocabulary_size, self.min_count,
+                                 f"{self.reader.name} train ({self.target_language})"))
+        return self._vocabularies
+
+    @property
+    def source_vocabulary(self) -> Vocabulary:
+        return self.vocabularies[0]
+
+    @property
+    def target_vocabulary(self) -> Vocabulary:
+        return self.vocabularies[1]
+
+    def dataset(self, split: str) -> ParallelDataset:
+        if split not in self._datasets:
+            self._datasets[split] = ParallelDataset(self.pairs[split], *self.vocabularies, reverse=self.reverse_source)
+        return self._datasets[split]
+
+    def checksum(self) -> str:
+        digest = hashlib.md5()
+        for path in self.reader.files(self.source_language, self.target_language):
+            digest.update(f"{path.name}:{file_md5(path)}\n".encode())
+        return digest.hexdigest()
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        rank, world = self._rank_and_world()
+        sampler = BucketBatchSampler(dataset.lengths(), self.batch_size if shuffle else self.eval_batch_size,
+                                     shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+        bos, eos = self.target_vocabulary.index(BOS), self.target_vocabulary.index(EOS)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=lambda e: collate(e, bos, eos))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+# --- the registry: each translation corpus says how it is read ---------------------------------------
+
+@dataclass
+class ParallelTextSpec(DatasetSpec):
+    """A translation corpus: the catalog's entry plus how it is read.
+
+    ``reader(corpus folder, test set)`` returns the corpus reader (``ParallelFiles``, ``TatoebaPairs``)
+    whose test split is that test set; ``languages`` are the corpus's languages (() means: whatever its
+    files have); ``test_sets`` name each test set with the languages it exists in (() means: any), the
+    first being the standard one. ``--set test_set=NAME`` chooses another, ``--set corpus_dir=FOLDER``
+    reads the files from a folder other than the registered one (relative to the data root, or absolute).
+    Nothing here, and nothing that calls it, branches on a corpus's name.
+
+    Which files a run needs depends on its config (language pair, test set, ``corpus_dir``), so before
+    the config is known nothing is required (``missing_files``), and the reader checks the files when
+    the run opens the corpus, naming the first one missing. ``is_present`` (what ``--data auto`` and
+    ``data list`` look for) is the registered folder holding ``required_files``, each plain or gzipped
+    (``train.en`` or ``train.en.gz``); ``train.*`` is present when ``train.<any language>`` is.
+    """
+
+    reader: Callable[[Path, str], ParallelFiles | TatoebaPairs] | None = None
+    languages: tuple[str, ...] = ()
+    test_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def missing_files(self, data_root: Path) -> list[Path]:
+        return []
+
+    def is_present(self, data_root: Path) -> bool:
+        if self.embedded:
+            return True
+        folder = Path(data_root) / self.folder
+        return all((folder / f).is_file() or (folder / f"{f}.gz").is_file() or (f.endswith(".*") and any(folder.glob(f)))
+                   for f in self.required_files)
+
+    def corpus_folder(self, data_root: Path, corpus_dir: str = "") -> Path:
+        if not corpus_dir:
+            return self.location(Path(data_root))
+        if self.embedded:
+            raise UserError(f"--set corpus_dir={corpus_dir}: {self.name} is generated by the suite and has no folder to choose")
+        folder = Path(corpus_dir).expanduser()
+        folder = folder if folder.is_absolute() else Path(data_root) / folder
+        if not folder.is_dir():
+            raise UserError(f"--set corpus_dir={corpus_dir}: {folder} is not a folder")
+        return folder
+
+    def test_set(self, requested: str, source: str, target: str) -> str:
+        """The test set to score on: ``requested``, or the standard one when it is ""; a one-line error
+        when the corpus has no such test set or it lacks one of the two languages."""
+        check_language_pair(self.name, self.languages, source, target)
+        if not requested:
+            requested = next(iter(self.test_sets))
+        if requested not in self.test_sets:
+            raise UserError(f"--set test_set={requested}: {self.name} has no such test set; its test sets: "
+                            f"{', '.join(self.test_sets)}")
+        has = self.test_sets[requested]
+        lacking = [language for language in (source, target) if has and language not in has]
+        if lacking:
+            others = [name for name, languages in self.test_sets.items()
+                      if not languages or {source, target} <= set(languages)]
+            raise UserError(f"--set test_set={requested}: {self.name}'s {requested} has no {lacking[0]!r} side "
+                            f"(it exists in {', '.join(has)}); test sets with {source} and {target}: "
+                            f"{', '.join(others) or 'none'}")
+        return requested
+
+    def open(self, data_root: Path, source: str, target: str, test_set: str = "", corpus_dir: str = ""):
+        """The reader of this corpus for one run: its folder, language pair and test set checked."""
+        chosen = self.test_set(test_set, source, target)
+        folder = self.corpus_folder(data_root, corpus_dir)
+        if not folder.is_dir():
+            how = (f"run `python -m repro data prepare {self.name}`" if self.prepare is not None
+                   else "put its files there (`python -m repro data list` says which)")
+            raise UserError(f"{self.name}: {folder} not found; {how}, or name a copy elsewhere with "
+                            f"--set corpus_dir=FOLDER")
+        if corpus_dir:
+            say(f"DATA: {self.name} files from {folder} (--set corpus_dir={corpus_dir})")
+        reader = self.reader(folder, chosen)
+        reader.check_pair(source, target)
+        return reader
+
+    def make_datamodule(self, config, data_root: Path) -> "ParallelTextDataModule":
+        """From a translator's config: its language pair, test set, vocabulary sizes, batching and source order."""
+        reader = self.open(data_root, config.source_language, config.target_language, config.test_set,
+                           config.corpus_dir)
+        return ParallelTextDataModule(
+            reader, config.source_language, config.target_language, config.batch_size,
+            config.reverse_source, config.lowercase, config.source_vocabulary_size, config.target_vocabulary_size,
+            config.min_count, config.max_length, config.eval_batch_size, config.seed)
+
+
+def parallel_text_spec(dataset: str) -> ParallelTextSpec:
+    spec = get_dataset(dataset)
+    if not isinstance(spec, ParallelTextSpec):
+        raise UserError(f"{dataset}: not a translation corpus")
+    return spec
+
+
+def line_aligned(name: str, train: tuple[str, ...], valid: tuple[str, ...], languages: tuple[str, ...] = ()):
+    """The reader of a corpus in line-aligned files ``<stem>.<language>[.gz]``: ``train`` and ``valid``
+    stems fixed, the test stem the run's test set."""
+    def reader(folder: Path, test_set: str) -> ParallelFiles:
+        return ParallelFiles(folder, {"train": train, "valid": valid, "test": (test_set,)}, name, languages)
+    return reader

@@ -1,0 +1,318 @@
+"""``python -m repro run PAPER``: config -> data -> module -> trainer -> fit, test -> run record.
+
+Each step is one call here, in the order a reader expects; papers never reach back into this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from datamodules.catalog import choose_dataset, resolve_data_dir
+from repro.app.records import git_state, hardware, library_versions, read_history, write_record
+from repro.config import config_to_dict, resolve_config
+from repro.errors import UserError
+from repro.files import write_atomic
+from repro.registry import SAMPLE_PRESET, PaperEntry, all_papers, get_paper
+from repro.training.batch_scaling import scaling_record
+from repro.training.trainer import TrainerOptions, build_trainer
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class RunRequest:
+    paper: str
+    preset: str | None = None  # None: "paper" on real data, the paper's "sample" preset on an embedded sample
+    data: str = "auto"
+    data_dir: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    seed: int | None = None
+    max_epochs: int | None = None
+    accumulate_grad_batches: int | None = None  # --accumulate-grad-batches: a config value, like --seed
+    resume: str | None = None  # a run directory, a .ckpt file, or "last"
+    out: str = "outputs"
+    results: str = "results"
+    print_config: bool = False
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)
+
+
+def slurm_job() -> str | None:
+    """The job id when this process was started by srun in a SLURM batch job (as Lightning detects it:
+    not in an interactive allocation, SLURM_JOB_NAME=bash or interactive); an array task gets its own."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect() or not os.environ.get("SLURM_JOB_ID"):
+        return None
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
+def is_main_process() -> bool:
+    # Set by Lightning's launchers and torchrun before or while the processes start; srun sets SLURM_PROCID.
+    if slurm_job() is not None:
+        return os.environ.get("SLURM_PROCID", "0") == "0"
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Fail before training, not after hours, when outputs cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{option} {folder}: not writable ({error.strerror or error})") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"{option} {folder}: only {free // 2**20} MiB free; need at least {MIN_FREE_BYTES // 2**20} MiB")
+
+
+def run_id(request: RunRequest, dataset: str) -> str:
+    """The same name in every process of a run: launched processes inherit it through the environment;
+    cluster jobs take it from the scheduler so a requeued job lands in the same directory."""
+    if os.environ.get("REPRO_RUN_ID"):
+        return os.environ["REPRO_RUN_ID"]
+    job = slurm_job() or os.environ.get("TORCHELASTIC_RUN_ID")
+    stamp = f"job{job}" if job and job != "none" else datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{request.paper}-{request.preset}-{dataset}-{stamp}"
+    os.environ["REPRO_RUN_ID"] = name
+    return name
+
+
+def find_resume_checkpoint(request: RunRequest, paper_out: Path, dataset: str) -> tuple[Path, Path]:
+    """(run directory, checkpoint) for ``--resume``: a run directory, a checkpoint, or 'last'."""
+    if request.resume == "last":
+        candidates = sorted(paper_out.glob(f"{request.paper}-{request.preset}-{dataset}-*/checkpoints/last.ckpt"),
+                            key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UserError(f"--resume last: no checkpoint of {request.paper} preset {request.preset} on {dataset} "
+                            f"under {paper_out}")
+        return candidates[-1].parent.parent, candidates[-1]
+    target = Path(request.resume)
+    if target.is_dir():
+        checkpoint = automatic_resume(target)
+        if checkpoint is None:
+            raise UserError(f"--resume {target}: no checkpoints/last.ckpt (nor hpc_ckpt_N.ckpt) in that run directory")
+        return target, checkpoint
+    if target.is_file():
+        return run_directory_of(target), target
+    raise UserError(f"--resume {target}: no such run directory or checkpoint")
+
+
+def run_directory_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to: checkpoints/{last,best}.ckpt sit one level down,
+    Lightning's SLURM preemption checkpoints (hpc_ckpt_N.ckpt) in the run directory itself."""
+    folder = checkpoint.resolve().parent
+    if folder.name == "checkpoints" and not (folder / "config.json").is_file():
+        return folder.parent
+    return folder
+
+
+def automatic_resume(run_dir: Path) -> Path | None:
+    """A requeued or restarted job (same SLURM job id, same torchrun run id) finds its own checkpoints:
+    the newest of last.ckpt and Lightning's SLURM preemption checkpoints (hpc_ckpt_N.ckpt)."""
+    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def check_resume_compatible(checkpoint: Path, paper: str, config: dict) -> None:
+    """A checkpoint from another paper, or from a different model, is refused with the differences."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    except Exception as error:  # a truncated or foreign file: name it, do not crash inside torch
+        raise UserError(f"--resume {checkpoint}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if saved.get("paper") != paper:
+        raise UserError(f"--resume {checkpoint}: a checkpoint of {saved.get('paper')!r}, not {paper!r}")
+    # only these may change when a run is resumed
+    allowed = {"max_epochs"}
+    differences = sorted(k for k in set(config) | set(saved.get("config", {}))
+                         if k not in allowed and config.get(k) != saved.get("config", {}).get(k))
+    if differences:
+        shown = ", ".join(f"{k}: saved {saved['config'].get(k)!r} vs now {config.get(k)!r}" for k in differences[:4])
+        raise UserError(f"--resume {checkpoint}: checkpoint has an incompatible config ({shown})")
+
+
+def choose_preset(entry: PaperEntry, requested: str | None, embedded: bool) -> tuple[str, str]:
+    """The preset a run uses, and why: the one named, else the sample's on an embedded sample, else the paper's."""
+    if requested is not None:
+        return requested, "--preset"
+    if embedded:
+        return SAMPLE_PRESET, (f"no --preset given and the data is an embedded sample: the {SAMPLE_PRESET!r} preset "
+                               f"trains on it in minutes offline; --preset paper is the published configuration")
+    return "paper", "no --preset given and the data is real: the published configuration"
+
+
+def run(request: RunRequest) -> dict | None:
+    """Train, test and record one run; the run id lives in the environment only while it runs."""
+    had_run_id = "REPRO_RUN_ID" in os.environ
+    try:
+        return _run(request)
+    finally:
+        if not had_run_id:  # a second run in the same Python process gets its own directory
+            os.environ.pop("REPRO_RUN_ID", None)
+
+
+def _run(request: RunRequest) -> dict | None:
+    entry: PaperEntry = get_paper(request.paper)
+    if not entry.built:
+        built = ", ".join(p.name for p in all_papers() if p.built)
+        raise UserError(f"{entry.name} is registered but not built yet; built papers: {built}")
+    data_root, root_origin = resolve_data_dir(request.data_dir)
+    dataset, message = choose_dataset(request.data, entry.datasets, data_root, root_origin)
+    main = is_main_process()
+    preset, why = choose_preset(entry, request.preset, dataset.embedded)
+    config = resolve_config(entry.config_class, entry.presets, preset, request.overrides,
+                            seed=request.seed, max_epochs=request.max_epochs,
+                            accumulate_grad_batches=request.accumulate_grad_batches)
+    if request.print_config:
+        print(json.dumps({"paper": entry.name, "preset": preset, "dataset": dataset.name,
+                          "config": config_to_dict(config)}, indent=2))
+        return None
+    if main:
+        print(message, flush=True)
+        print(f"PRESET: {preset} ({why})", flush=True)
+    request = dataclasses.replace(request, preset=preset)
+
+    paper_out = Path(request.out) / entry.name
+    runs_dir = Path(request.results) / "runs"
+    resume_checkpoint = None
+    if request.resume:
+        run_dir, resume_checkpoint = find_resume_checkpoint(request, paper_out, dataset.name)
+        check_resume_compatible(resume_checkpoint, entry.name, config_to_dict(config))
+        os.environ.setdefault("REPRO_RUN_ID", run_dir.name)
+        name = run_dir.name
+    else:
+        name = run_id(request, dataset.name)
+        run_dir = paper_out / name
+        resume_checkpoint = automatic_resume(run_dir)
+        if resume_checkpoint is not None:
+            check_resume_compatible(resume_checkpoint, entry.name, config_to_dict(config))
+            if main:
+                print(f"RESUME: {run_dir} already has {resume_checkpoint.name} (a requeued or restarted job); "
+                      f"continuing from it", flush=True)
+    if main:
+        check_writable(run_dir, "--out")
+        check_writable(runs_dir, "--results")
+        write_atomic(run_dir / "config.json", json.dumps(
+            {"paper": entry.name, "preset": request.preset, "dataset": dataset.name,
+             "config": config_to_dict(config)}, indent=2) + "\n")
+
+    code = git_state()  # the code this process runs is the code at its start
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = dataset.make_datamodule(config, data_root)  # the dataset's registered family says how
+    module = entry.make_module(config, datamodule)
+    if request.trainer.compile:
+        compile_network(module, entry.name)
+    trainer = build_trainer(request.trainer, config, run_dir, name, entry.monitor,
+                            use_distributed_sampler=not getattr(datamodule, "shards_by_process", False))
+    scaling = scaling_record(config, trainer.world_size)  # a batch that cannot be split fails here, before fit
+    for logger in trainer.loggers:  # the resolved config, never a vocabulary (modules save theirs with logger=False)
+        logger.log_hyperparams({"paper": entry.name, "preset": preset, "dataset": dataset.name, **config_to_dict(config)})
+
+    started = time.time()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_checkpoint) if resume_checkpoint else None)
+    if trainer.interrupted:
+        raise UserError(f"training was interrupted; no run record written; resume with --resume {run_dir}")
+    best = trainer.checkpoint_callback.best_model_path
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if trainer.checkpoint_callback.best_model_score is not None:
+        metrics[f"best_{entry.monitor[0]}"] = float(trainer.checkpoint_callback.best_model_score)
+    if not trainer.is_global_zero:
+        return None
+    baseline_outputs = {}
+    for baseline in entry.baselines:
+        print(f"baseline: {baseline.__doc__.strip().splitlines()[0]}", flush=True)
+        result = baseline(config, datamodule)
+        metrics.update(result.metrics)
+        if result.outputs:
+            baseline_outputs[result.name] = result.outputs
+
+    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = {
+        "paper": entry.name,
+        "preset": request.preset,
+        "dataset": dataset.name,
+        "data_source": "embedded sample" if dataset.embedded else "real",
+        "dataset_checksum": datamodule.checksum(),
+        # which part of the dataset was used, when not all of it (e.g. the images present on this machine)
+        "data_subset": datamodule.data_subset() if hasattr(datamodule, "data_subset") else None,
+        "metrics": metrics,
+        "history": read_history(run_dir / "logs"),
+        "config": config_to_dict(config),
+        "overrides": list(request.overrides),
+        "trainer": {**request.trainer.record(), **scaling},
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "resumed_from": str(resume_checkpoint) if resume_checkpoint else None,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "wall_time_s": round(time.time() - started, 1),
+        "run_dir": str(run_dir),
+        "best_checkpoint": best,
+        "command": recorded_command(sys.argv[1:]),
+        "git": code if git_state() == code else {**code, "dirty": True, "changed_during_run": True},
+        "versions": library_versions(),
+        "hardware": hardware(trainer),
+    }
+    if getattr(module, "scoring", None):  # how the metrics were computed, e.g. sacreBLEU's signatures
+        record["scoring"] = module.scoring
+    if hasattr(module, "record_examples"):  # e.g. captioners: a few test media with their captions
+        record["examples"] = module.record_examples(baseline_outputs)
+    record_path = write_record(record, runs_dir)
+    print_summary(entry, record, record_path)
+    return record
+
+
+def recorded_command(argv: list[str]) -> str:
+    """The command line as a record keeps it: the data root is named by the dataset and its checksum,
+    never by a path of the machine it ran on."""
+    shown, hide_next = [], False
+    for argument in argv:
+        if hide_next:
+            shown.append("DATA_ROOT")
+        elif argument.startswith("--data-dir="):
+            argument = "--data-dir=DATA_ROOT"
+        if not hide_next:
+            shown.append(argument)
+        hide_next = argument == "--data-dir"
+    return " ".join(["python -m repro", *shown])
+
+
+def compile_network(module: L.LightningModule, paper: str) -> None:
+    """``--compile``: torch.compile the module's network in place (its parameter names, and so its
+    checkpoints, stay those of the plain network)."""
+    network = getattr(module, "network", None)
+    if not isinstance(network, torch.nn.Module):
+        raise UserError(f"--compile: {paper}'s module has no .network to compile")
+    network.compile()
+
+
+def print_summary(entry: PaperEntry, record: dict, record_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{entry.name} on {record['dataset']} ({record['data_source']}), preset {record['preset']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in record["metrics"].items():
+        table.add_row(key, f"{value:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"epochs {record['epochs']}, wall time {record['wall_time_s']:.0f}s")
+    console.print(f"run record: {record_path}")
+    console.print(f"checkpoints: {Path(record['run_dir']) / 'checkpoints'}")

@@ -1,14 +1,20 @@
 """Shared fixtures: small files in the real formats, and a sandbox for runs.
 
-Tests never touch the user's cache or the repository's results: REPRO_CACHE and REPRO_DATA point into
-a temporary folder for every test.
+Tests never touch the user's cache or the repository's results. REPRO_DATA points into a temporary
+folder for every test; REPRO_CACHE points to one cache for the whole session (``shared_cache_dir``),
+shared by the pytest-xdist workers, so each embedded sample and its features are generated once, as
+on a user's machine (generation is atomic and locked, so workers racing for it are safe). A test that
+needs an empty cache sets its own.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+import repro.app  # noqa: F401  (registers every paper and dataset, as the commands do)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,14 +44,31 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_cache(request, tmp_path_factory) -> Path:
+    """The session's cache folder: under the session's temporary root, which xdist's workers share."""
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # a pytest-xdist worker: its basetemp is one per worker
+        root = root.parent
+    # kept in the environment: tests import this file both as ``conftest`` and ``tests.conftest``
+    os.environ["REPRO_TEST_SHARED_CACHE"] = str(root / "repro-cache")
+    return root / "repro-cache"
+
+
+def shared_cache_dir() -> Path:
+    """The session's shared cache (for module-scoped fixtures, which cannot take function fixtures)."""
+    return Path(os.environ["REPRO_TEST_SHARED_CACHE"])
+
+
 def sandboxed_run(root: Path, argv: list[str]) -> dict:
-    """``repro run ARGV`` with its cache, data root, outputs and records under ``root``; its run record."""
+    """``repro run ARGV`` with its data root, outputs and records under ``root`` and the session's
+    shared cache; its run record."""
     import json
 
     from repro.app.cli import main
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
         assert main(["run", *argv, "--out", str(root / "out"), "--results", str(root / "results")]) == 0
@@ -54,11 +77,18 @@ def sandboxed_run(root: Path, argv: list[str]) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+def isolated_environment(tmp_path, monkeypatch, session_cache):
+    monkeypatch.setenv("REPRO_CACHE", str(session_cache))
     monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("REPRO_RUN_ID", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch) -> Path:
+    """An empty cache of this test's own, for a test of what a first use on a new machine does."""
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "fresh-cache"))
+    return tmp_path / "fresh-cache"
 
 
 def write_text_corpus(folder: Path, lines: dict[str, list[str]]) -> Path:

@@ -22,6 +22,7 @@ def test_quick_benchmark_runs_and_writes_its_json(name, tmp_path, capsys):
     assert result["quick"] is True and "cpu" in json.dumps(result) or "threads" in result
 
 
+@pytest.mark.slow
 def test_benchmarks_are_part_of_the_installed_package(tmp_path):
     """`repro bench` imports benchmarks as a package: a wheel (what a non-editable install gets) holds them."""
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

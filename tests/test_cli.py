@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import shared_cache_dir
 
 from repro.app.cli import main
 
@@ -22,7 +23,7 @@ def finished_run(tmp_path_factory):
     """One real run shared by the tests below: (output root, results root, record)."""
     root = tmp_path_factory.mktemp("run")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
         assert main(["run", "mikolov2010", *TINY, "--out", str(root / "out"), "--results", str(root / "results")]) == 0

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_cache_dir
 
 from repro.app.cli import main
 from repro.errors import UserError
@@ -100,7 +101,7 @@ def reference_runs(tmp_path_factory):
 
                 write_flickr8k(root / "data", per_split=(12, 4, 4))
             with pytest.MonkeyPatch.context() as patch, like_a_subprocess():
-                patch.setenv("REPRO_CACHE", str(root / "cache"))
+                patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
                 patch.setenv("REPRO_DATA", str(root / "data"))
                 patch.delenv("REPRO_RUN_ID", raising=False)
                 results = root / f"results-{paper}"
@@ -119,6 +120,7 @@ def assert_same_metrics(expected: dict, actual: dict, keys) -> None:
         assert mine == pytest.approx(theirs, rel=RELATIVE_TOLERANCE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("paper", list(EQUIVALENCE_CASES))
 def test_two_processes_train_and_evaluate_like_one(paper, reference_runs, tmp_path):
     if paper != "mikolov2010":
@@ -129,7 +131,7 @@ def test_two_processes_train_and_evaluate_like_one(paper, reference_runs, tmp_pa
     root, reference_of = reference_runs
     reference = {paper: reference_of(paper)}
     args, keys = EQUIVALENCE_CASES[paper]
-    env_root = {"REPRO_CACHE": str(root / "cache"), "REPRO_DATA": str(root / "data")}
+    env_root = {"REPRO_CACHE": str(shared_cache_dir()), "REPRO_DATA": str(root / "data")}
     process = repro_process("run", *args, "--devices", "2", "--out", str(tmp_path / "out"),
                             "--results", str(tmp_path / "results"), env=env_root)
     output, _ = process.communicate(timeout=300)
@@ -159,7 +161,7 @@ def killed_run(reference_runs, tmp_path_factory):
     root, reference_of = reference_runs
     batches_per_epoch = reference_of("mikolov2010")["global_step"] // 2
     out, results = tmp_path_factory.mktemp("killed") / "out", tmp_path_factory.mktemp("killed") / "results"
-    env = {"REPRO_CACHE": str(root / "cache"), "REPRO_DATA": str(root / "data"), "REPRO_RUN_ID": "killed-run"}
+    env = {"REPRO_CACHE": str(shared_cache_dir()), "REPRO_DATA": str(root / "data"), "REPRO_RUN_ID": "killed-run"}
     process = repro_process("run", *LM, "--devices", "1", "--out", str(out), "--results", str(results), env=env)
     run_dir = out / "mikolov2010" / "killed-run"
     deadline = time.time() + 240
@@ -190,11 +192,12 @@ def resumable_copy(killed: Path, tmp_path: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(reference_runs, killed_run, tmp_path):
     root, reference_of = reference_runs
     run_dir, results = resumable_copy(killed_run, tmp_path), tmp_path / "results"
     with pytest.MonkeyPatch.context() as patch, like_a_subprocess():
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         assert main(["run", *LM, "--devices", "1", "--resume", str(run_dir), "--out", str(tmp_path / "out"),
                      "--results", str(results)]) == 0
@@ -205,12 +208,13 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(reference_
     assert resumed["history"] == expected["history"] and resumed["global_step"] == expected["global_step"]
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_one_process_resumes_in_two(reference_runs, killed_run, tmp_path):
     """The checkpoint holds the data position and the hidden state of all streams, so a run may resume
     on a different number of processes; it ends as the uninterrupted run (tolerance as above)."""
     root, reference_of = reference_runs
     run_dir, results = resumable_copy(killed_run, tmp_path), tmp_path / "results"
-    env = {"REPRO_CACHE": str(root / "cache"), "REPRO_DATA": str(root / "data")}
+    env = {"REPRO_CACHE": str(shared_cache_dir()), "REPRO_DATA": str(root / "data")}
     process = repro_process("run", *LM, "--devices", "2", "--resume", str(run_dir), "--out", str(tmp_path / "out"),
                             "--results", str(results), env=env)
     output, _ = process.communicate(timeout=300)
@@ -297,7 +301,7 @@ def test_a_requeued_job_resumes_its_own_run_directory(reference_runs, slurm, tmp
     run_dir = tmp_path / "out" / "mikolov2010" / "mikolov2010-smoke-agreement-grammar-job777"
     (run_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(Path(reference["mikolov2010"]["run_dir"]) / "checkpoints" / "last.ckpt", run_dir / "checkpoints")
-    os.environ["REPRO_CACHE"] = str(root / "cache")
+    os.environ["REPRO_CACHE"] = str(shared_cache_dir())
     with like_a_subprocess():
         assert main(["run", *LM, "--devices", "1", "--out", str(tmp_path / "out"),
                      "--results", str(tmp_path / "results")]) == 0

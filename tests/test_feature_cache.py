@@ -73,6 +73,7 @@ def test_extracts_then_reuses_without_running_the_encoder(tmp_path, encoder, cap
     torch.testing.assert_close(again.pooled, features.pooled)
 
 
+@pytest.mark.usefixtures("fresh_cache")
 def test_resumes_after_a_kill_and_matches_an_uninterrupted_run(tmp_path, encoder, monkeypatch, capsys):
     images = write_images(tmp_path / "images", 10)
     with ForwardCounter(encoder, fail_at=2), pytest.raises(KeyboardInterrupt):
@@ -187,7 +188,7 @@ def test_cli_extracts_a_folder_then_reuses_it(tmp_path, capsys):
 
 
 def test_cli_gets_a_datasets_images_from_the_caption_datamodule(tmp_path, monkeypatch, capsys):
-    import datamodules.captioning.captions
+    import repro.app.features
     from repro.app.cli import main
 
     images = write_images(tmp_path / "data" / "flickr8k_images", 3)
@@ -197,7 +198,7 @@ def test_cli_gets_a_datasets_images_from_the_caption_datamodule(tmp_path, monkey
         seen.update(dataset=dataset, root=data_root)
         return images
 
-    monkeypatch.setattr(datamodules.captioning.captions, "image_files", image_files)
+    monkeypatch.setattr(repro.app.features, "image_files", image_files)
     assert main(["features", "extract", "flickr8k", "--data-dir", str(tmp_path / "data"), "--weights", "random",
                  "--image-size", "64", "--batch-size", "2", "--no-progress"]) == 0
     assert seen == {"dataset": "flickr8k", "root": (tmp_path / "data").resolve()}

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import shared_cache_dir
 from test_bad_input import assert_one_line_error, nothing_in_results
 from wikitext_fixtures import (
     WIKITEXT2_LINES,
@@ -163,7 +164,7 @@ def runs(tmp_path_factory, wikitext_root):
     text = write_text(root / "my-text")
     records = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
         for dataset, data_dir, extra in (("wikitext2", wikitext_root, []), ("wikitext2-raw", wikitext_root, []),
@@ -232,6 +233,7 @@ def bad_wikitext(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("case, pattern", [pytest.param(case, pattern, id=name) for name, case, pattern in BAD])
+@pytest.mark.usefixtures("fresh_cache")
 def test_bad_corpus_is_one_line_naming_the_file(case, pattern, tmp_path, capsys, offline):
     dataset, data_dir, *extra = case(tmp_path / "data")
     results = tmp_path / "results"

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_cache_dir
 
 from papers.mao2014 import PRESETS, Mao2014, Mao2014Config, MultimodalRNN, ScaledTanh
 from repro.app.cli import main
@@ -109,7 +110,7 @@ def root(tmp_path_factory):
 
 def run_cli(root, results, *arguments) -> dict:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
         assert main(["run", "mao2014", *arguments, "--out", str(root / "out"), "--results", str(results)]) == 0
@@ -140,7 +141,7 @@ def test_caption_command_and_table_row(smoke_run, capsys):
 
     root, record = smoke_run
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         image = str(generate() / record["examples"][0]["media"])
         assert main(["caption", "--ckpt", record["best_checkpoint"], image]) == 0
         line = capsys.readouterr().out.splitlines()[0]
@@ -165,6 +166,7 @@ def test_each_preset_resolves_and_builds(preset):
     assert isinstance(module.configure_optimizers(), torch.optim.Optimizer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, overrides", [
     ("paper", ["encoder_weights=random", "image_size=32"]),  # VGG-16 fc7 as published, no ImageNet weights offline
     ("cpu", ["image_size=64"]),

@@ -29,6 +29,7 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("paper", BUILT)
 def test_no_flags_trains_and_scores_the_embedded_sample_offline(paper, offline, shared_cache, tmp_path, capsys,
                                                                 monkeypatch):

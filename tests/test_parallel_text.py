@@ -144,6 +144,7 @@ def test_tatoeba_split_is_fixed_by_the_english_sentence(tmp_path):
     assert french_first.splits["train"][0].target.startswith("Sentence number")
 
 
+@pytest.mark.usefixtures("fresh_cache")
 def test_tokenized_corpus_is_cached_by_file_checksum(corpus, capsys):
     datamodule(corpus).pairs
     assert "tokenizing" in capsys.readouterr().out

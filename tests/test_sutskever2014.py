@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_cache_dir
 
 from papers.sutskever2014 import PRESETS, Seq2SeqLSTM, Sutskever2014, Sutskever2014Config, learning_rate_factor
 from repro.config import config_to_dict, resolve_config
@@ -24,7 +25,7 @@ def repro(*args: str, env: dict) -> subprocess.CompletedProcess:
 def smoke_run(tmp_path_factory):
     """One smoke run through the CLI, shared below: (environment, results root, record)."""
     root = tmp_path_factory.mktemp("s2s")
-    env = {"REPRO_CACHE": str(root / "cache"), "REPRO_DATA": str(root / "data")}
+    env = {"REPRO_CACHE": str(shared_cache_dir()), "REPRO_DATA": str(root / "data")}
     result = repro("run", "sutskever2014", "--preset", "smoke", "--no-progress", "--accelerator", "cpu",
                    "--devices", "1", "--out", str(root / "out"), "--results", str(root / "results"), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -165,7 +166,8 @@ def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):
 def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, monkeypatch):
     """Fig. 3 per dataset: one line per (preset, order), the mean over the seeds of the newest config
     with sd error bars; an older config of the same preset is not mixed into it."""
-    from papers import sutskever2014
+    from repro.app.figures import length_figures
+    from repro.registry import get_paper
 
     drawn = {}
 
@@ -186,7 +188,7 @@ def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, 
     records = [record("cpu", True, 1, 99.0, max_epochs=30),  # an older config: superseded, not averaged
                record("cpu", True, 1, 17.0), record("cpu", True, 2, 18.0), record("cpu", True, 3, 19.0),
                record("cpu-forward", False, 1, 14.0)]
-    written = sutskever2014.length_figures(records, tmp_path)
+    written = length_figures(get_paper("sutskever2014"), records, tmp_path)
     assert [path.name for _, path in written] == ["sutskever2014_length_multi30k.png"]
     assert "mean ± sd over seeds" in written[0][0] and written[0][1].is_file()
     reversed_line = drawn["reversed source, preset cpu (BLEU 18.0 ± 1.0, 3 seeds, lowercased)"]

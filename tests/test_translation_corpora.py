@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.catalog import DATASETS, choose_dataset
+from datamodules.catalog import DATASETS, choose_dataset, get_dataset
 from datamodules.translation.corpora import MULTI30K_FILES, MULTI30K_MD5, MULTI30K_SPLITS, MULTI30K_TEST_SETS
 from datamodules.translation.parallel_text import ParallelTextSpec, line_aligned, parallel_text_spec
 from repro.app.cli import main
@@ -134,7 +134,7 @@ def test_data_auto_finds_multi30k_in_its_registered_folder_only(multi30k_root, t
 
 def test_the_paper_asks_the_registry_for_the_reader_never_the_name(tmp_path, monkeypatch):
     """A corpus registered under a name no code knows is read by its own reader."""
-    from papers.sutskever2014 import PRESETS, Sutskever2014Config, make_datamodule
+    from papers.sutskever2014 import PRESETS, Sutskever2014Config
     from repro.config import resolve_config
 
     write_multi30k(tmp_path / "data" / "toy", languages=("en", "de"))
@@ -143,7 +143,7 @@ def test_the_paper_asks_the_registry_for_the_reader_never_the_name(tmp_path, mon
         reader=line_aligned("toy", ("train",), ("val",), ("en", "de")), languages=("en", "de"),
         test_sets={"test_2017_mscoco": ("en", "de")}))
     config = resolve_config(Sutskever2014Config, PRESETS, "smoke", ["source_language=de", "target_language=en"])
-    data = make_datamodule(config, "toy", tmp_path / "data")
+    data = get_dataset("toy").make_datamodule(config, tmp_path / "data")  # as `repro run` builds it
     assert [len(data.pairs[split]) for split in ("train", "valid", "test")] == [12, 3, 2]
     with pytest.raises(UserError, match="ptb: not a translation corpus"):
         parallel_text_spec("ptb")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_data
+from conftest import shared_cache_dir, shared_data
 
 from repro.app.cli import main
 
@@ -337,7 +337,7 @@ def test_caption_command_describes_a_video_file_and_the_table_has_the_row(smoke_
 
     root, record = smoke_run
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         clip = str(generate() / record["examples"][0]["media"])
         assert main(["caption", "--ckpt", record["best_checkpoint"], clip, "--figure", str(root / "clip.png")]) == 0
         lines = capsys.readouterr().out.splitlines()

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_cache_dir
 
 from papers.vinyals2014 import ShowAndTellNetwork
 from repro.app.cli import main
@@ -110,7 +111,7 @@ def test_caption_command_and_table(smoke_run, capsys):
     root, record = smoke_run
     checkpoint = record["best_checkpoint"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         image = str(generate() / record["examples"][0]["media"])
         assert main(["caption", "--ckpt", checkpoint, image, image, "--beam-size", "2", "--figure",
                      str(root / "captions.png")]) == 0

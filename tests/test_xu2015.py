@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_cache_dir
 
 from papers.xu2015 import (
     HardAttentionDraws,
@@ -311,7 +312,7 @@ def smoke_run(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"xu-{request.param}")
     arguments = ["--set", "attention=hard", "--set", "gating_scalar=false"] if request.param == "hard" else []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
         assert main(["run", "xu2015", *SMOKE, *arguments, "--out", str(root / "out"),
@@ -334,7 +335,7 @@ def test_smoke_run_records_metrics_attention_maps_and_a_table_row(smoke_run):
     assert all(len(m) == h * w and abs(sum(m) - 1) < 0.01 for m in maps["maps"])
     assert (maps["gate"] is None) == (attention == "hard")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         assert main(["table", "--results", str(root / "results")]) == 0
     table = (root / "results" / "xu2015.md").read_text()
     assert "preset `smoke`" in table and "Hard-Attention" in table and "without brevity penalty" in table
@@ -347,7 +348,7 @@ def test_caption_command_draws_the_attention_of_each_word(smoke_run, capsys):
 
     root, _, record = smoke_run
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REPRO_CACHE", str(root / "cache"))
+        patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         image = str(generate() / record["examples"][0]["media"])
         assert main(["caption", "--ckpt", record["best_checkpoint"], image, "--figure", str(root / "attention.png")]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -24,7 +24,7 @@ from repro.files import write_atomic
 from repro.training.hardware import cpu_model
 
 RECORD_SCHEMA = 1
-LIBRARIES = ("torch", "lightning", "torchmetrics", "numpy", "pycocoevalcap", "sacrebleu")
+LIBRARIES = ("torch", "torchvision", "lightning", "torchmetrics", "numpy", "pycocoevalcap", "sacrebleu")
 
 
 def source_root() -> Path:
@@ -60,6 +60,23 @@ def library_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def tested_versions(constraints: Path | None = None) -> dict[str, str]:
+    """The versions this project tests with, from the exact pins (``name==version``) in the checkout's
+    ``constraints.txt``; empty where there is none (an installed wheel carries no constraints file)."""
+    path = constraints or source_root() / "constraints.txt"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    pins = {}
+    for line in lines:
+        line = line.split("#", 1)[0].split(";", 1)[0].strip()
+        name, separator, version = line.partition("==")
+        if separator and name.strip() and version.strip():
+            pins[re.sub(r"[-_.]+", "-", name.strip()).lower()] = version.strip()
+    return pins
 
 
 def hardware(trainer=None) -> dict[str, Any]:

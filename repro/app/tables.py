@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from repro.app.figures import FIGURES, LOCAL_FIGURES, history_figure, stored_digest
-from repro.app.records import load_records, trace_problem
+from repro.app.records import load_records, tested_versions, trace_problem
 from repro.app.rows import Row, portable, rows_of
 from repro.files import write_atomic
 from repro.registry import PaperEntry, all_papers
@@ -34,8 +34,27 @@ def _where(record: dict) -> str:
     return f"{hardware.get('world_size', 1)}x {', '.join(hardware.get('gpus') or []) or 'CPU'}"
 
 
+def version_note(records: list[dict], tested: dict[str, str]) -> str:
+    """"ran with torch 2.13.0 (tested: 2.14.1)" for each library whose recorded version differs from the
+    tested one (a build label such as ``+cu121`` on the same release does not count, as with pip's
+    ``==``); empty where every run used the tested versions or nothing is known to compare with."""
+    differing: dict[str, list[str]] = {}
+    for record in records:
+        for name, version in (record.get("versions") or {}).items():
+            tested_version = tested.get(name.lower())
+            if version and tested_version and version.split("+", 1)[0] != tested_version:
+                differing.setdefault(name, [])
+                if version not in differing[name]:
+                    differing[name].append(version)
+    if not differing:
+        return ""
+    return "ran with " + ", ".join(f"{name} {' / '.join(versions)} (tested: {tested[name.lower()]})"
+                                   for name, versions in differing.items())
+
+
 def _suite_lines(entry: PaperEntry, rows: list[Row], columns: list[str], problems: dict[str, str | None]) -> list[str]:
     lines = []
+    tested = tested_versions()
     for row in rows:
         latest = row.records[-1]
         drafts = [problems.get(r["_path"]) for r in row.records if problems.get(r["_path"])]
@@ -45,10 +64,12 @@ def _suite_lines(entry: PaperEntry, rows: list[Row], columns: list[str], problem
             system += f", {row.seeds} seeds (mean ± sd)"
         subset = (latest.get("data_subset") or {}).get("description")
         dataset = row.dataset + (f" ({subset})" if subset else "")
+        note = version_note(row.records, tested)
         wall = statistics.mean(r.get("wall_time_s", 0) for r in row.records) / 60
         commits = sorted({(r.get("git") or {}).get("commit", "")[:7] for r in row.records})
         names = ", ".join(f"`{Path(r['_path']).name}`" for r in row.records)
-        lines.append("| " + " | ".join([source, system, dataset, *[row.cell(c) for c in columns],
+        lines.append("| " + " | ".join([source, system + (f"; {note}" if note else ""), dataset,
+                                        *[row.cell(c) for c in columns],
                                         row.epochs, f"{wall:.1f} min on {_where(latest)}",
                                         latest.get("finished_at", "")[:10], ", ".join(commits), names]) + " |")
         # A baseline a run scores beside its model ("test/bleu_4@nearest-neighbour") gets its own row

@@ -96,7 +96,7 @@ CASES = [
     ("nothing to resume", lambda t: ["run", "mikolov2010", *SMOKE, "--resume", "--out", str(t / "empty")],
      r"--resume last: no checkpoint of mikolov2010 preset smoke on agreement-grammar under \S*empty/mikolov2010"),
     ("unwritable --out", lambda t: ["run", "mikolov2010", *SMOKE, "--out", str(junk(t / "a-file"))],
-     r"--out \S*a-file/mikolov2010/\S+: not writable"),
+     r"--out \S*a-file/mikolov2010: not writable"),
     ("unwritable --results", lambda t: ["run", "mikolov2010", *SMOKE, "--results", str(junk(t / "a-file"))],
      r"--results \S*a-file/runs: not writable"),
     ("unknown precision", lambda t: ["run", "mikolov2010", *SMOKE, "--precision", "8"],
@@ -141,7 +141,38 @@ CASES = [
     ("zero temperature", lambda t: ["sample", "--ckpt", str(t / "x.ckpt"), "--temperature", "0"],
      r"--temperature 0.0: must be greater than 0"),
     ("a benchmark that does not exist", lambda t: ["bench", "nope", "--quick"], r"bench nope: no such benchmark; available: "),
+    # refused, not guessed: each would otherwise exit 0 having done nothing useful, or leave a half-run behind
+    ("a corpus too small for one batch", lambda t: ["run", "mikolov2010", *SMOKE, "--data", "text", "--data-dir",
+                                                    str(text_corpus(t / "tiny", "a b\n", "a\n", "b\n"))],
+     r"text: training made no step: the training split gives no batch of batch_size=16"),
+    ("a network too large to allocate", lambda t: ["run", "mikolov2010", *SMOKE[:2], "--set", "hidden_size=3000000",
+                                                   *SMOKE[4:]],
+     r"building mikolov2010's model: not enough memory \(.*\); its sizes: .*hidden_size=3000000"),
+    ("an unreadable run record", lambda t: ["table", "--results", str(records_folder(t / "res", b"{not json"))],
+     r"\S*res/runs/bad.json: unreadable run record .*the pages were left untouched"),
+    ("a record that is not a run record", lambda t: ["table", "--results", str(records_folder(t / "res", b"[1, 2]"))],
+     r"\S*res/runs/bad.json: unreadable run record \(not a run record"),
+    ("a results folder without records", lambda t: ["table", "--results", str(t / "reslts")],
+     r"--results \S*reslts: no run records in \S*reslts/runs \(a mistyped folder\?\)"),
+    ("a figure that cannot be written", lambda t: ["caption", "--ckpt", str(t / "x.ckpt"), "a.jpg", "--figure",
+                                                   str(junk(t / "a-file") / "figure.png")],
+     r"--figure \S*a-file: not writable \(\S*a-file is a file, not a folder\)"),
 ]
+
+
+def text_corpus(folder: Path, train: str, valid: str, test: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, text in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"{split}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def records_folder(folder: Path, bad: bytes) -> Path:
+    """A results folder with one bad record and a page that must stay as it is."""
+    (folder / "runs").mkdir(parents=True)
+    (folder / "runs" / "bad.json").write_bytes(bad)
+    (folder / "README.md").write_text("the page as it was\n")
+    return folder
 
 
 def junk(path: Path) -> Path:
@@ -167,13 +198,17 @@ def test_bad_input_is_one_line_naming_the_culprit(argv, pattern, tmp_path, capsy
     args = argv(tmp_path)
     if args[0] == "run":
         args = [*args, "--results", str(tmp_path / "results")] if "--results" not in args else args
-        if "--out" not in args:
-            args += ["--out", str(tmp_path / "out")]
+    out_given = "--out" in args
+    if args[0] == "run" and not out_given:
+        args += ["--out", str(tmp_path / "out")]
     assert main(args) == 2
     captured = capsys.readouterr()
     assert_one_line_error(captured.err, pattern)
     assert nothing_in_results(tmp_path / "results")
+    assert not (tmp_path / "out").exists() or out_given  # no run directory, not even an empty one
     assert not list(tmp_path.rglob("*.ckpt")) or "ckpt" in " ".join(args)  # nothing trained
+    if args[0] == "table":  # the pages are left as they were
+        assert [p.name for p in Path(args[args.index("--results") + 1]).glob("*.md")] in ([], ["README.md"])
 
 
 def parallel_files(root: Path, **contents: str | None) -> Path:

@@ -147,3 +147,47 @@ def test_resume_from_a_preemption_checkpoint_finds_its_run_directory(tmp_path):
     # a run directory whose only checkpoint is Lightning's preemption one resumes from it
     (run / "checkpoints" / "last.ckpt").unlink()
     assert find_resume_checkpoint(RunRequest("mikolov2010", resume=str(run)), tmp_path, "ptb") == (run, run / "hpc_ckpt_3.ckpt")
+
+
+def test_two_runs_started_in_the_same_second_never_share_a_directory(tmp_path, monkeypatch):
+    """Seeds of one job array start in the same second: each gets its own run directory, and each record
+    carries its own seed's config, checkpoints and validation history."""
+    import datetime as real
+
+    class Frozen(real.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 6, 12, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr("repro.app.run.datetime", Frozen)
+    common = [*TINY, "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]
+    assert main([*common, "--seed", "1"]) == 0
+    assert main([*common, "--seed", "2"]) == 0
+    run_dirs = sorted((tmp_path / "out" / "mikolov2010").iterdir())
+    assert len(run_dirs) == 2 and all(d.name.startswith("mikolov2010-smoke-agreement-grammar-20261206-120000-")
+                                      for d in run_dirs)
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "runs").glob("*.json"))]
+    assert sorted(r["config"]["seed"] for r in records) == [1, 2]
+    for record in records:
+        run_dir = Path(record["run_dir"])
+        assert json.loads((run_dir / "config.json").read_text())["config"]["seed"] == record["config"]["seed"]
+        saved = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=False)
+        assert saved["hyper_parameters"]["config"]["seed"] == record["config"]["seed"]
+        assert len(record["history"]) == 1  # its own epoch, not the other run's too
+
+
+def test_a_fresh_run_never_takes_over_an_existing_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REPRO_RUN_ID", "taken")
+    (tmp_path / "out" / "mikolov2010" / "taken").mkdir(parents=True)
+    assert main([*TINY, "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]) == 2
+    assert "taken exists already and belongs to another run" in capsys.readouterr().err
+
+
+def test_leftover_temporary_files_are_removed_when_a_run_resumes(tmp_path, capsys):
+    common = [*TINY, "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]
+    assert main(common) == 0
+    [run_dir] = (tmp_path / "out" / "mikolov2010").iterdir()
+    leftover = run_dir / "checkpoints" / ".last.ckpt.4242.tmp"  # a writer killed mid-write
+    leftover.write_bytes(b"")
+    assert main([*common[:-4], "--max-epochs", "2", *common[-4:], "--resume", str(run_dir)]) == 0
+    assert not leftover.exists()

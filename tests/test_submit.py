@@ -89,3 +89,26 @@ def test_submit_writes_the_script_beside_the_runs_and_calls_sbatch(capsys, tmp_p
     assert (tmp_path / "called").read_text().strip() == str(script)
     assert "--ntasks-per-node=2" in script.read_text()
     assert "Submitted batch job 991" in capsys.readouterr().out
+
+
+def test_several_seeds_are_one_job_array_one_seed_a_task(capsys, tmp_path):
+    import subprocess
+
+    script = dry_run(capsys, "--preset", "smoke", "--gpus-per-node", "1", "--seeds", "1,2,3", "--out", str(tmp_path))
+    assert directives(script)[0] == "--array=0-2"
+    assert directives(script)[-1].endswith("/%x-%A_%a.out")  # one log per task
+    assert "SEEDS=(1 2 3)" in script
+    (step,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert "--seed ${SEEDS[$SLURM_ARRAY_TASK_ID]}" in step
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # valid bash
+    # each task runs its seed in its own directory: job and task ids in the name, so a requeue finds it
+    (task,) = [line for line in script.splitlines() if line.startswith("SEEDS=")]
+    expanded = subprocess.run(["bash", "-c", f"{task}\nSLURM_ARRAY_TASK_ID=2\necho ${{SEEDS[$SLURM_ARRAY_TASK_ID]}}"],
+                              capture_output=True, text=True).stdout.strip()
+    assert expanded == "3"
+
+
+@pytest.mark.parametrize("seeds", ["1,x", "1,1", "2,-1"])
+def test_bad_seeds_are_refused(seeds, capsys):
+    assert main(["submit", "mikolov2010", "--gpus-per-node", "1", "--seeds", seeds, "--dry-run"]) == 2
+    assert f"--seeds {seeds}: expected" in capsys.readouterr().err

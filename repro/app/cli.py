@@ -13,10 +13,10 @@ from pathlib import Path
 
 from datamodules.catalog import DATASETS, get_dataset, resolve_data_dir
 from repro.app.checkpoints import load_module
-from repro.app.figures import caption_files_figure
 from repro.app.features import extract
+from repro.app.figures import caption_files_figure
 from repro.app.human_agreement import run_human_agreement
-from repro.app.run import RunRequest, run
+from repro.app.run import RunRequest, check_writable, run
 from repro.app.submit import submit
 from repro.app.tables import check_tables, write_tables
 from repro.app.translate import run_translate
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--time", help="time limit, e.g. 2-00:00:00 (a preempted or timed-out job is requeued)")
     submit.add_argument("--account", help="SLURM account to charge")
     submit.add_argument("--cpus-per-task", type=int, help="CPU cores per process (data loading)")
+    submit.add_argument("--seeds", help="several seeds as one job array, one seed a task (e.g. 1,2,3); "
+                                         "each task is resumed in its own run directory on requeue")
     submit.add_argument("--dry-run", action="store_true", help="print the batch script instead of submitting it")
 
     data = commands.add_parser("data", help="datasets: where they come from, and preparing them")
@@ -199,6 +201,8 @@ def command_sample(args: argparse.Namespace) -> None:
 
 def command_caption(args: argparse.Namespace) -> None:
 
+    if args.figure:  # said before the model is loaded and run, not after
+        check_writable(args.figure.parent, "--figure")
     module = load_module(args.ckpt)
     if not hasattr(module, "caption_files"):
         raise UserError(f"--ckpt {args.ckpt}: {module.hparams.get('paper')} is not a captioner")

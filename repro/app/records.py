@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from repro.errors import UserError
 from repro.files import write_atomic
 from repro.training.hardware import cpu_model
 
@@ -115,14 +116,21 @@ def write_record(record: dict[str, Any], runs_dir: Path) -> Path:
 
 
 def load_records(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every record under ``runs_dir``, oldest first; unreadable files are reported and skipped."""
+    """Every record under ``runs_dir``, oldest first. A record that cannot be read is an error naming
+    it (its row would silently vanish from the pages), and so is a folder without records (a mistyped
+    ``--results`` would otherwise be filled with empty tables)."""
+    paths = sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []
+    if not paths:
+        raise UserError(f"--results {runs_dir.parent}: no run records in {runs_dir} (a mistyped folder?)")
     records = []
-    for path in sorted(runs_dir.glob("*.json")):
+    for path in paths:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or not {"paper", "preset", "dataset", "metrics"} <= set(record):
+                raise ValueError("not a run record (it lacks paper, preset, dataset or metrics)")
         except (OSError, ValueError) as error:
-            print(f"warning: skipping unreadable run record {path}: {error}")
-            continue
+            raise UserError(f"{path}: unreadable run record ({error}); fix or remove it, the pages were left "
+                            f"untouched") from None
         record["_path"] = str(path)
         records.append(record)
     return sorted(records, key=lambda r: r.get("finished_at", ""))

@@ -11,6 +11,8 @@ import os
 import shutil
 import sys
 import time
+import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,29 +69,85 @@ def is_main_process() -> bool:
 
 
 def check_writable(folder: Path, option: str) -> None:
-    """Fail before training, not after hours, when outputs cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"{option} {folder}: not writable ({error.strerror or error})") from None
-    free = shutil.disk_usage(folder).free
+    """Fail before training, not after hours, when outputs cannot be written; creates nothing (the
+    nearest existing folder on the way must let us create the rest)."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {folder}: not writable ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {folder}: not writable ({existing} does not let this user write in it)")
+    free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         raise UserError(f"{option} {folder}: only {free // 2**20} MiB free; need at least {MIN_FREE_BYTES // 2**20} MiB")
 
 
 def run_id(request: RunRequest, dataset: str) -> str:
-    """The same name in every process of a run: launched processes inherit it through the environment;
-    cluster jobs take it from the scheduler so a requeued job lands in the same directory."""
+    """The same name in every process of a run, and no other run's: launched processes inherit it through
+    the environment; cluster jobs take it from the scheduler (an array task its job and task ids), so a
+    requeued job lands in its own directory again; anything else gets the time and a random suffix, so
+    runs started in the same second (seeds of one job array, two shells) never share a directory."""
     if os.environ.get("REPRO_RUN_ID"):
         return os.environ["REPRO_RUN_ID"]
     job = slurm_job() or os.environ.get("TORCHELASTIC_RUN_ID")
-    stamp = f"job{job}" if job and job != "none" else datetime.now().strftime("%Y%m%d-%H%M%S")
+    if job and job != "none":
+        stamp = f"job{job}"
+    elif os.environ.get("LOCAL_RANK") is not None:  # started by torchrun without a run id: every process
+        stamp = datetime.now().strftime("%Y%m%d-%H%M")  # must find the same name; said in the README
+    else:
+        stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     name = f"{request.paper}-{request.preset}-{dataset}-{stamp}"
     os.environ["REPRO_RUN_ID"] = name
     return name
+
+
+def make_run_directory(run_dir: Path, resuming: bool) -> Path | None:
+    """Create the run directory, atomically and for this run alone; returns the outermost folder this
+    call created (to remove if the run is refused before its first step), None when it created none. A
+    resumed or requeued run finds its own; a fresh one that finds it taken fails rather than share it."""
+    outermost = run_dir.absolute()
+    while not outermost.parent.exists():
+        outermost = outermost.parent
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        return outermost
+    except FileExistsError:
+        if resuming:
+            return None
+        raise UserError(f"--out {run_dir.parent}: {run_dir.name} exists already and belongs to another run; "
+                        f"resume it with --resume {run_dir}, or start again (a new run gets a new name)") from None
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Temporary files of a writer that was killed mid-write (a checkpoint's ``.NAME.PID.tmp``, an atomic
+    write's ``.NAME.XXXX.tmp``): never read, removed when the run starts or resumes."""
+    for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
+        leftover.unlink(missing_ok=True)
+
+
+def build_module(entry: PaperEntry, config, datamodule) -> L.LightningModule:
+    """The paper's module; a network too large for this machine's memory is one line naming its sizes."""
+    try:
+        return entry.make_module(config, datamodule)
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if not isinstance(error, MemoryError) and "alloc" not in message.lower() and "memory" not in message.lower():
+            raise
+        sizes = ", ".join(f"{key}={value}" for key, value in config_to_dict(config).items()
+                          if key.endswith(("_size", "_layers")) and isinstance(value, int))
+        raise UserError(f"building {entry.name}'s model: not enough memory ({message[:160]}); its sizes: {sizes}; "
+                        f"lower one with --set") from None
+
+
+def check_trained(trainer: L.Trainer, dataset: str, config) -> None:
+    """A run that made no training step, or whose validation gave no batch, is refused, not recorded."""
+    if trainer.global_step == 0:
+        raise UserError(f"{dataset}: training made no step: the training split gives no batch of "
+                        f"batch_size={config.batch_size} (too little data for one batch?)")
+    if trainer.checkpoint_callback.best_model_score is None:
+        raise UserError(f"{dataset}: the validation split gave no batch, so no best checkpoint could be chosen "
+                        f"(an empty validation split?)")
 
 
 def find_resume_checkpoint(request: RunRequest, paper_out: Path, dataset: str) -> tuple[Path, Path]:
@@ -188,6 +246,9 @@ def _run(request: RunRequest) -> dict | None:
 
     paper_out = Path(request.out) / entry.name
     runs_dir = Path(request.results) / "runs"
+    if main:  # checked, not created: nothing is written before the inputs are known good
+        check_writable(paper_out, "--out")
+        check_writable(runs_dir, "--results")
     resume_checkpoint = None
     if request.resume:
         run_dir, resume_checkpoint = find_resume_checkpoint(request, paper_out, dataset.name)
@@ -203,28 +264,41 @@ def _run(request: RunRequest) -> dict | None:
             if main:
                 print(f"RESUME: {run_dir} already has {resume_checkpoint.name} (a requeued or restarted job); "
                       f"continuing from it", flush=True)
-    if main:
-        check_writable(run_dir, "--out")
-        check_writable(runs_dir, "--results")
-        write_atomic(run_dir / "config.json", json.dumps(
-            {"paper": entry.name, "preset": request.preset, "dataset": dataset.name,
-             "config": config_to_dict(config)}, indent=2) + "\n")
 
     code = git_state()  # the code this process runs is the code at its start
+    # the data read, the module and the trainer built: each can still refuse the run with nothing written
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = dataset.make_datamodule(config, data_root)  # the dataset's registered family says how
-    module = entry.make_module(config, datamodule)
+    module = build_module(entry, config, datamodule)
     if request.trainer.compile:
         compile_network(module, entry.name)
     trainer = build_trainer(request.trainer, config, run_dir, name, entry.monitor,
                             use_distributed_sampler=not getattr(datamodule, "shards_by_process", False))
     scaling = scaling_record(config, trainer.world_size)  # a batch that cannot be split fails here, before fit
+
+    # only now does the run directory appear, made for this run alone
+    resuming = resume_checkpoint is not None
+    created = make_run_directory(run_dir, resuming) if main else None
+    if main:
+        remove_leftovers(run_dir)
+        write_atomic(run_dir / "config.json", json.dumps(
+            {"paper": entry.name, "preset": request.preset, "dataset": dataset.name,
+             "config": config_to_dict(config)}, indent=2) + "\n")
     for logger in trainer.loggers:  # the resolved config, never a vocabulary (modules save theirs with logger=False)
         logger.log_hyperparams({"paper": entry.name, "preset": preset, "dataset": dataset.name, **config_to_dict(config)})
 
     started = time.time()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_checkpoint) if resume_checkpoint else None)
+    try:
+        with warnings.catch_warnings():  # no batch at all is refused below, in one line
+            warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_checkpoint) if resume_checkpoint else None)
+        if not trainer.interrupted:
+            check_trained(trainer, dataset.name, config)
+    except BaseException:
+        if created is not None and trainer.global_step == 0:  # refused before its first step: leave nothing
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     if trainer.interrupted:
         raise UserError(f"training was interrupted; no run record written; resume with --resume {run_dir}")
     best = trainer.checkpoint_callback.best_model_path

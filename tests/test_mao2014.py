@@ -168,8 +168,9 @@ def test_each_preset_resolves_and_builds(preset):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, overrides", [
-    ("paper", ["encoder_weights=random", "image_size=32"]),  # VGG-16 fc7 as published, no ImageNet weights offline
-    ("cpu", ["image_size=64"]),
+    # VGG-16 fc7 as published, no ImageNet weights offline; a batch the tiny fixture can fill (no batch is refused)
+    ("paper", ["encoder_weights=random", "image_size=32", "batch_size=8"]),
+    ("cpu", ["image_size=64", "batch_size=8"]),
 ])
 def test_preset_runs_through_the_cli_to_a_record_and_a_table_row(root, preset, overrides):
     """Each real-data preset through the CLI on the small Flickr8k fixture in its official format."""

@@ -43,8 +43,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from datamodules.language_modeling.text import LanguageModelDataModule, TextFiles
+from datamodules.translation.parallel_text import ParallelFiles, ParallelTextDataModule
+from datamodules.translation.prepared import PreparedCorpus, prepare
 from repro.files import write_atomic
+from repro.training.hardware import cpu_model
 
 WMT14_PAIRS, WMT14_FRENCH_WORDS, WMT14_ENGLISH_WORDS = 12_000_000, 348_000_000, 304_000_000
 WIKITEXT103_TOKENS = 103_000_000
@@ -112,14 +117,10 @@ def private_bytes() -> int:
 
 
 def reader_of(folder: Path):
-    from datamodules.translation.parallel_text import ParallelFiles
-
     return ParallelFiles(folder, {"train": ("train",), "valid": ("val",), "test": ("test_2016_flickr",)}, "synthetic")
 
 
 def child_prepare(folder: str, workers: int) -> dict:
-    from datamodules.translation.prepared import PreparedCorpus, prepare
-
     baseline = maxrss_bytes()
     started = time.perf_counter()
     prepared = prepare(reader_of(Path(folder)), "en", "fr", False, workers=workers, announce=lambda message: None)
@@ -131,10 +132,6 @@ def child_prepare(folder: str, workers: int) -> dict:
 
 
 def child_load(folder: str, batches: int, hold: float) -> dict:
-    import torch
-
-    from datamodules.translation.parallel_text import ParallelTextDataModule
-
     torch.set_num_threads(1)
     baseline, private_baseline = maxrss_bytes(), private_bytes()
     started = time.perf_counter()
@@ -159,10 +156,6 @@ def child_load(folder: str, batches: int, hold: float) -> dict:
 
 
 def child_language_model(folder: str) -> dict:
-    import torch
-
-    from datamodules.language_modeling.text import LanguageModelDataModule, TextFiles
-
     torch.set_num_threads(1)
     paths = {split: Path(folder) / f"wiki.{split}.tokens" for split in ("train", "valid", "test")}
     baseline = maxrss_bytes()
@@ -352,12 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {name: None for name in targets}
     for name, met in targets.items():
         print(f"target {name}: {'not measured (--quick)' if met is None else 'met' if met else 'NOT met'}")
-    try:
-        from repro.training.hardware import cpu_model
-
-        cpu = cpu_model()
-    except Exception:  # noqa: BLE001 - the CPU's name is for the record only
-        cpu = platform.processor()
+    cpu = cpu_model()
     result = {"benchmark": "scale", "quick": args.quick, "rows": rows, "language_model_rows": lm_rows,
               "extrapolated": extrapolated, "targets": targets, "cpu": cpu, "cores": os.cpu_count(),
               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

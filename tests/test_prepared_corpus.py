@@ -197,3 +197,26 @@ def test_two_workers_and_small_chunks_give_the_same_arrays_as_one(corpora, monke
         a, b = one.splits[split], two.splits[split]
         for name in ("source_ids", "target_ids", "source_offsets", "target_offsets", "text_bytes", "lines"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), (split, name)
+
+
+def _prepare_in_child(reader, root: Path, log: Path, results) -> None:
+    folder = prepare(reader, "en", "fr", False, workers=1, root=root,
+                     announce=lambda message: log.open("a").write(message + "\n"))
+    results.put(str(folder))
+
+
+def test_processes_racing_to_prepare_make_it_once_and_map_the_same_files(corpora, tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    reader, log, results = corpora["tatoeba"][0], tmp_path / "announced.txt", context.Queue()
+    processes = [context.Process(target=_prepare_in_child, args=(reader, tmp_path / "prepared", log, results))
+                 for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0, 0]
+    folders = {results.get(timeout=5) for _ in processes}
+    assert len(folders) == 1 and len(log.read_text().splitlines()) == 1  # one prepared, the other waited
+    assert PreparedCorpus(Path(folders.pop())).meta["splits"]["train"]["pairs"] > 0

@@ -305,3 +305,14 @@ def test_kn5_matches_mikolov_2011_on_ptb():
     assert perplexity == pytest.approx(141.2, rel=0.03)
     assert lm.score(test)[1] == 82430  # 78,669 words + 3,761 sentence ends
     assert time.perf_counter() - started < 120
+
+
+def test_a_text_too_large_for_memory_is_refused_in_one_line_with_the_estimate():
+    from repro.errors import UserError
+    from repro.language_modeling.kneser_ney import BYTES_PER_TOKEN, KneserNeyLanguageModel
+
+    model = KneserNeyLanguageModel(5)
+    model._refuse_if_too_large(1000, available=1000 * BYTES_PER_TOKEN + 1)  # fits: nothing said
+    with pytest.raises(UserError, match=r"^Kneser-Ney 5-gram on 103,000,000 tokens needs about 38\.4 GiB of memory "
+                                        r"\(~400 bytes a token, measured\), more than the 16\.0 GiB available"):
+        model._refuse_if_too_large(103_000_000, available=16 * 2**30)

@@ -17,8 +17,10 @@ its own, with its languages and test sets. Nothing branches on a corpus's name.
   (0-1), valid (2-3) or train (4-99). All translations of the same English sentence land in the
   same split, so no test source is seen in training.
 
-Then, the same for every corpus: Moses tokenization (sacremoses, cached under ``cache_dir()`` keyed by
-the files' md5 so a second run does not tokenize again), optional lowercasing, source and target
+Then, the same for every corpus: Moses tokenization (sacremoses on every core) and optional
+lowercasing, done once into a prepared corpus of memory-mapped token arrays under ``cache_dir()``
+(``datamodules.translation.prepared``, keyed by the files' md5, so a second run, or a second process,
+maps it instead of tokenizing again), source and target
 vocabularies cut to the most frequent words (the rest become ``<unk>``), the source-reversal
 transform of Sutskever et al. 2014 (the source words are reversed, never the target), and batches of
 sentences of similar length (``BucketBatchSampler``), sharded by rank so it also works under DDP.
@@ -34,25 +36,25 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import math
-import os
 import random
-import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Callable, Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.catalog import DatasetSpec, cache_dir, get_dataset, numbered_lines
+from datamodules.catalog import DatasetSpec, get_dataset, numbered_lines
+from datamodules.translation.prepared import PreparedCorpus, StreamStats, cached_md5, prepare
 from repro.errors import UserError
-from repro.files import file_md5
-from repro.translation.text import BOS, EOS, SPECIALS, TOKENIZATION_VERSION, UNKNOWN, encode_source, tokenize
+from repro.translation.text import BOS, EOS, SPECIALS, UNKNOWN
 from repro.vocabulary import Vocabulary
 
 SPLITS = ("train", "valid", "test")
@@ -142,26 +144,43 @@ class ParallelFiles:
         return [find_text_file(self.folder, stem, language) for split in SPLITS for stem in self.stems[split]
                 for language in (source, target)]
 
-    def read(self, source: str, target: str) -> RawCorpus:
-        self.check_pair(source, target)
-        corpus = RawCorpus({split: [] for split in SPLITS})
+    def stream(self, source: str, target: str, stats: StreamStats) -> Iterator[tuple[str, str, str, int, int]]:
+        """(split, source text, target text, index of the source file in ``files()``, line) of every pair,
+        read a line at a time; pairs with an empty side are counted in ``stats`` and skipped."""
+        files = self.files(source, target)
         for split in SPLITS:
             for stem in self.stems[split]:
                 source_path = find_text_file(self.folder, stem, source)
                 target_path = find_text_file(self.folder, stem, target)
-                source_lines = list(text_lines(source_path))
-                target_lines = list(text_lines(target_path))
-                if len(source_lines) != len(target_lines):
-                    raise UserError(f"{source_path} has {len(source_lines)} lines but {target_path} has "
-                                    f"{len(target_lines)}: parallel files must be line-aligned")
-                for (line_number, source_text), (_, target_text) in zip(source_lines, target_lines):
-                    where = f"{source_path}:{line_number}"
+                file_index = files.index(source_path)
+                source_count = target_count = 0
+                for source_line, target_line in zip_longest(text_lines(source_path), text_lines(target_path)):
+                    source_count += source_line is not None
+                    target_count += target_line is not None
+                    if source_line is None or target_line is None:
+                        continue  # counting the rest of the longer file, for the error below
+                    (line_number, source_text), target_text = source_line, target_line[1]
                     if not source_text.strip() or not target_text.strip():
-                        corpus.skipped_empty += 1
-                        corpus.first_empty = corpus.first_empty or where
+                        stats.skip(f"{source_path}:{line_number}")
                         continue
-                    corpus.splits[split].append(Pair(source_text.strip(), target_text.strip(), where))
-        return corpus
+                    yield split, source_text.strip(), target_text.strip(), file_index, line_number
+                if source_count != target_count:
+                    raise UserError(f"{source_path} has {source_count} lines but {target_path} has "
+                                    f"{target_count}: parallel files must be line-aligned")
+
+    def read(self, source: str, target: str) -> RawCorpus:
+        """Every pair as Python strings (for small corpora and tests; the datamodule streams instead)."""
+        return read_stream(self, source, target)
+
+
+def read_stream(reader, source: str, target: str) -> RawCorpus:
+    stats = StreamStats()
+    files = reader.files(source, target)
+    corpus = RawCorpus({split: [] for split in SPLITS})
+    for split, source_text, target_text, file_index, line in reader.stream(source, target, stats):
+        corpus.splits[split].append(Pair(source_text, target_text, f"{files[file_index]}:{line}"))
+    corpus.skipped_empty, corpus.first_empty = stats.skipped_empty, stats.first_empty
+    return corpus
 
 
 def tatoeba_split(english: str) -> str:
@@ -187,29 +206,28 @@ class TatoebaPairs:
         self.check_pair(source, target)
         return [self.path]
 
-    def read(self, source: str, target: str) -> RawCorpus:
+    def stream(self, source: str, target: str, stats: StreamStats) -> Iterator[tuple[str, str, str, int, int]]:
         self.check_pair(source, target)
-        corpus = RawCorpus({split: [] for split in SPLITS})
         for line_number, line in text_lines(self.path):
             fields = line.split("\t")
             where = f"{self.path}:{line_number}"
             if not line.strip():
-                corpus.skipped_empty += 1
-                corpus.first_empty = corpus.first_empty or where
+                stats.skip(where)
                 continue
             if len(fields) < 2:
                 raise UserError(f"{where}: expected English<TAB>French[<TAB>attribution], found no tab")
             english, french = fields[0].strip(), fields[1].strip()
             if not english or not french:
-                corpus.skipped_empty += 1
-                corpus.first_empty = corpus.first_empty or where
+                stats.skip(where)
                 continue
             texts = {"en": english, "fr": french}
-            corpus.splits[tatoeba_split(english)].append(Pair(texts[source], texts[target], where))
-        return corpus
+            yield tatoeba_split(english), texts[source], texts[target], 0, line_number
+
+    def read(self, source: str, target: str) -> RawCorpus:
+        return read_stream(self, source, target)
 
 
-# --- tokenization, cached -------------------------------------------------------------------------
+# --- tokenization, prepared once ---------------------------------------------------------------------
 
 
 @dataclass
@@ -220,72 +238,69 @@ class TokenizedPair:
     where: str
 
 
-def tokenized_corpus(reader, source: str, target: str, lowercase: bool) -> tuple[dict[str, list[TokenizedPair]], RawCorpus]:
-    """Tokenize every split once; the result is cached under cache_dir(), keyed by the files' md5."""
-    import sacremoses
+class TokenizedPairs(Sequence):
+    """A split of a prepared corpus seen as ``TokenizedPair``s, made one at a time when asked for
+    (for tests and inspection; training reads the mapped arrays through ``ParallelDataset``)."""
 
-    files = reader.files(source, target)
-    key_text = json.dumps({"reader": type(reader).__name__, "stems": getattr(reader, "stems", None),
-                           "files": [(p.name, file_md5(p)) for p in files], "source": source, "target": target,
-                           "lowercase": lowercase, "version": TOKENIZATION_VERSION,
-                           "sacremoses": getattr(sacremoses, "__version__", "?")}, sort_keys=True)
-    key = hashlib.md5(key_text.encode()).hexdigest()
-    cached = cache_dir() / "tokenized" / f"{key}.json.gz"
-    if cached.is_file():
-        try:
-            with gzip.open(cached, "rt", encoding="utf-8") as handle:
-                saved = json.load(handle)
-            splits = {split: [TokenizedPair(s.split(" ") if s else [], t.split(" ") if t else [], text, where)
-                              for s, t, text, where in saved["splits"][split]] for split in SPLITS}
-            return splits, RawCorpus({}, saved["skipped_empty"], saved["first_empty"])
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache file is rebuilt below
-    raw = reader.read(source, target)
-    say(f"tokenizing {sum(len(v) for v in raw.splits.values())} sentence pairs with sacremoses "
-        f"({source}-{target}); cached in {cached}")
-    splits = {}
-    for split in SPLITS:
-        splits[split] = [TokenizedPair(tokenize(p.source, source, lowercase), tokenize(p.target, target, lowercase),
-                                       p.target.lower() if lowercase else p.target, p.where)
-                         for p in raw.splits[split]]
-    payload = {"skipped_empty": raw.skipped_empty, "first_empty": raw.first_empty,
-               "splits": {split: [(" ".join(p.source), " ".join(p.target), p.target_text, p.where) for p in pairs]
-                          for split, pairs in splits.items()}}
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
-    with os.fdopen(handle, "wb") as raw_file, gzip.open(raw_file, "wt", encoding="utf-8") as out:
-        json.dump(payload, out)
-    os.replace(temporary, cached)
-    return splits, RawCorpus({}, raw.skipped_empty, raw.first_empty)
+    def __init__(self, corpus: PreparedCorpus, split: str, indices: np.ndarray):
+        self.corpus, self.split, self.indices = corpus, split, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> TokenizedPair:
+        part, i = self.corpus.splits[self.split], int(self.indices[index])
+        source_types, target_types = self.corpus.types["source"], self.corpus.types["target"]
+        return TokenizedPair([source_types[t] for t in part.source(i)], [target_types[t] for t in part.target(i)],
+                             part.text(i), part.where(i))
+
+
+def prepared_corpus(reader, source: str, target: str, lowercase: bool, workers: int | None = None) -> PreparedCorpus:
+    """The corpus tokenized and prepared once under cache_dir() (keyed by its files' md5), mapped."""
+    return PreparedCorpus(prepare(reader, source, target, lowercase, workers, announce=say))
 
 
 # --- vocabularies and the source-reversal transform ------------------------------------------------
 
-def build_vocabulary(sentences: list[list[str]], max_size: int, min_count: int, source: str) -> Vocabulary:
+def vocabulary_from_counts(counts: Counter, max_size: int, min_count: int, source: str) -> Vocabulary:
     """The ``max_size`` most frequent words seen at least ``min_count`` times, plus the special words."""
-    counts = Counter(word for sentence in sentences for word in sentence)
     kept = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIALS), key=lambda w: (-counts[w], w))
     kept = Counter({w: counts[w] for w in kept[:max_size]})
     return Vocabulary.from_counts(kept, specials=SPECIALS, unknown=UNKNOWN, source=source)
 
 
+def build_vocabulary(sentences: list[list[str]], max_size: int, min_count: int, source: str) -> Vocabulary:
+    return vocabulary_from_counts(Counter(word for sentence in sentences for word in sentence), max_size, min_count,
+                                  source)
+
+
 class ParallelDataset(Dataset):
-    def __init__(self, pairs: list[TokenizedPair], source_vocabulary: Vocabulary, target_vocabulary: Vocabulary,
-                 reverse: bool):
-        self.pairs = pairs
-        self.sources = [torch.tensor(encode_source(p.source, source_vocabulary, reverse)) for p in pairs]
-        self.targets = [torch.tensor(target_vocabulary.encode(p.target)) for p in pairs]
+    """One split's pairs (``indices`` into the prepared split), each sliced from the mapped arrays when
+    asked for and mapped from corpus ids to vocabulary ids; no Python object is kept per pair."""
+
+    def __init__(self, corpus: PreparedCorpus, split: str, indices: np.ndarray, source_vocabulary: Vocabulary,
+                 target_vocabulary: Vocabulary, reverse: bool):
+        self.part, self.indices, self.reverse = corpus.splits[split], indices, reverse
+        self.target_types = corpus.types["target"]
+        # corpus id -> vocabulary id, one array per side (words cut from the vocabulary map to <unk>)
+        self.source_map = np.array(source_vocabulary.encode(corpus.types["source"]), dtype=np.int64)
+        self.target_map = np.array(target_vocabulary.encode(self.target_types), dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.indices)
 
-    def lengths(self) -> list[tuple[int, int]]:
-        return [(len(s), len(t)) for s, t in zip(self.sources, self.targets)]
+    def lengths(self) -> np.ndarray:
+        """(source length, target length) of each pair, from the offsets alone: shape (pairs, 2)."""
+        return np.stack([self.part.source_lengths()[self.indices], self.part.target_lengths()[self.indices]], axis=1)
 
     def __getitem__(self, index: int) -> dict:
-        pair = self.pairs[index]
-        return {"id": index, "source": self.sources[index], "target": self.targets[index],
-                "reference_tokens": " ".join(pair.target), "reference_text": pair.target_text}
+        i = int(self.indices[index])
+        source = self.source_map[self.part.source(i)]
+        target_ids = self.part.target(i)
+        return {"id": index, "source": torch.from_numpy(np.ascontiguousarray(source[::-1] if self.reverse else source)),
+                "target": torch.from_numpy(self.target_map[target_ids]),
+                "reference_tokens": " ".join([self.target_types[t] for t in target_ids.tolist()]),
+                "reference_text": self.part.text(i)}
 
 
 def collate(examples: list[dict], bos: int, eos: int, pad: int = 0) -> dict:
@@ -314,35 +329,47 @@ class BucketBatchSampler(Sampler[list[int]]):
     of ``batch_size``; the batch order is shuffled. Process ``rank`` of ``world_size`` takes every
     ``world_size``-th batch; the list is padded by repeating batches so every process gets the same
     number (DDP needs that; evaluation drops the repeats by example id).
+
+    ``lengths`` is a (pairs, 2) array (or a list of pairs); the order is kept as numpy arrays. The
+    random tie-break is Python's ``random.Random(seed + epoch).shuffle`` of the positions, as it always
+    was, so a seed gives the batches it gave before (a transient list of ints, ~1 s per million pairs).
     """
 
-    def __init__(self, lengths: list[tuple[int, int]], batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(self, lengths, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
-        if not lengths:
+        if len(lengths) == 0:
             raise UserError("no sentence pairs to batch")
-        self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1, 2)
+        self.batch_size, self.shuffle = batch_size, shuffle
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[list[int]]:
-        order = list(range(len(self.lengths)))
+    def _all_batches(self) -> tuple[np.ndarray, list[int]]:
+        """The sorted order of all pairs, and the start of each batch in it, in batch order."""
+        count = len(self.lengths)
         generator = random.Random(self.seed + self.epoch)
+        order = np.arange(count)
         if self.shuffle:
-            generator.shuffle(order)
-        order.sort(key=lambda i: self.lengths[i])  # stable: the shuffle breaks ties
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            shuffled = list(range(count))
+            generator.shuffle(shuffled)
+            order = np.array(shuffled, dtype=np.int64)
+            del shuffled
+        keys = self.lengths[order]
+        order = order[np.lexsort((keys[:, 1], keys[:, 0]))]  # stable: the shuffle breaks ties
+        starts = list(range(0, count, self.batch_size))
         if self.shuffle:
-            generator.shuffle(batches)
-        per_rank = math.ceil(len(batches) / self.world_size)
-        padding = per_rank * self.world_size - len(batches)
-        return batches + [batches[i % len(batches)] for i in range(padding)]
+            generator.shuffle(starts)
+        per_rank = math.ceil(len(starts) / self.world_size)
+        padding = per_rank * self.world_size - len(starts)
+        return order, starts + [starts[i % len(starts)] for i in range(padding)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._all_batches()[self.rank::self.world_size]
+        order, starts = self._all_batches()
+        for start in starts[self.rank::self.world_size]:
+            yield order[start:start + self.batch_size].tolist()
 
     def __len__(self) -> int:
         return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world_size)
@@ -352,7 +379,9 @@ class ParallelTextDataModule(L.LightningDataModule):
     """Tokenized, numbericalized parallel text in length-bucketed batches; vocabularies from train.
 
     ``batch_size`` is per process. ``max_length``: training pairs with a longer source or target are
-    dropped (counted, said once); a longer source in valid or test is an error naming its line.
+    dropped (counted, said once); a longer source in valid or test is an error naming its line. The
+    corpus is prepared once into memory-mapped arrays (``datamodules.translation.prepared``); every
+    process maps the same files.
     """
 
     shards_by_process = True  # BucketBatchSampler gives each process its own batches; no DistributedSampler
@@ -368,41 +397,70 @@ class ParallelTextDataModule(L.LightningDataModule):
         self.reverse_source, self.lowercase = reverse_source, lowercase
         self.source_vocabulary_size, self.target_vocabulary_size = source_vocabulary_size, target_vocabulary_size
         self.min_count, self.max_length, self.seed = min_count, max_length, seed
-        self._pairs: dict[str, list[TokenizedPair]] | None = None
+        self._corpus: PreparedCorpus | None = None
+        self._indices: dict[str, np.ndarray] | None = None
         self._vocabularies: tuple[Vocabulary, Vocabulary] | None = None
         self._datasets: dict[str, ParallelDataset] = {}
 
     @property
-    def pairs(self) -> dict[str, list[TokenizedPair]]:
-        if self._pairs is None:
-            splits, raw = tokenized_corpus(self.reader, self.source_language, self.target_language, self.lowercase)
-            if raw.skipped_empty:
-                say(f"skipped {raw.skipped_empty} sentence pair(s) with an empty side (first: {raw.first_empty})")
-            train = [p for p in splits["train"] if len(p.source) <= self.max_length and len(p.target) <= self.max_length]
-            if len(train) < len(splits["train"]):
-                say(f"dropped {len(splits['train']) - len(train)} training pair(s) longer than max_length="
-                    f"{self.max_length} tokens")
-            if not train:
+    def corpus(self) -> PreparedCorpus:
+        """The prepared corpus, checked: the pairs each split uses are in ``indices``."""
+        if self._corpus is None:
+            corpus = prepared_corpus(self.reader, self.source_language, self.target_language, self.lowercase)
+            if corpus.skipped_empty:
+                say(f"skipped {corpus.skipped_empty} sentence pair(s) with an empty side (first: {corpus.first_empty})")
+            train = corpus.splits["train"]
+            keep = np.flatnonzero((train.source_lengths() <= self.max_length) & (train.target_lengths() <= self.max_length))
+            if len(keep) < len(train):
+                say(f"dropped {len(train) - len(keep)} training pair(s) longer than max_length={self.max_length} tokens")
+            if len(keep) == 0:
                 raise UserError(f"{self.reader.name}: no training sentence pairs left (max_length={self.max_length})")
+            indices = {"train": keep}
             for split in ("valid", "test"):
-                if not splits[split]:
+                part = corpus.splits[split]
+                if len(part) == 0:
                     raise UserError(f"{self.reader.name}: the {split} split is empty")
-                for pair in splits[split]:
-                    if len(pair.source) > self.max_length:
-                        raise UserError(f"{pair.where}: source sentence of {len(pair.source)} tokens is longer than "
-                                        f"max_length={self.max_length} (--set max_length=N)")
-            self._pairs = {"train": train, "valid": splits["valid"], "test": splits["test"]}
-        return self._pairs
+                too_long = np.flatnonzero(part.source_lengths() > self.max_length)
+                if len(too_long):
+                    first = int(too_long[0])
+                    raise UserError(f"{part.where(first)}: source sentence of {int(part.source_lengths()[first])} tokens "
+                                    f"is longer than max_length={self.max_length} (--set max_length=N)")
+                indices[split] = np.arange(len(part))
+            used = f" ({len(keep):,} used)" if len(keep) < len(train) else ""
+            say(f"DATA: read {self.reader.name} {self.source_language}-{self.target_language}: train {len(train):,} "
+                f"pairs{used} of {int(train.source_offsets[-1]):,} {self.source_language} and "
+                f"{int(train.target_offsets[-1]):,} {self.target_language} tokens, valid {len(indices['valid']):,}, "
+                f"test {len(indices['test']):,} (prepared in {corpus.folder})")
+            self._corpus, self._indices = corpus, indices
+        return self._corpus
+
+    @property
+    def pairs(self) -> dict[str, TokenizedPairs]:
+        corpus = self.corpus
+        return {split: TokenizedPairs(corpus, split, self._indices[split]) for split in SPLITS}
+
+    def _train_counts(self, side: str) -> Counter:
+        """Each word's count in the training pairs kept (streaming: bincounts over the mapped ids)."""
+        corpus, keep = self.corpus, self._indices["train"]
+        train, total = corpus.splits["train"], corpus.counts[side]
+        if len(keep) == len(train):
+            counts = total
+        elif len(keep) * 2 >= len(train):  # few dropped: subtract theirs
+            dropped = np.setdiff1d(np.arange(len(train)), keep, assume_unique=True)
+            counts = total - train.token_counts(side, dropped, len(total))
+        else:
+            counts = train.token_counts(side, keep, len(total))
+        types = corpus.types[side]
+        return Counter({types[i]: int(counts[i]) for i in np.flatnonzero(counts)})
 
     @property
     def vocabularies(self) -> tuple[Vocabulary, Vocabulary]:
         if self._vocabularies is None:
-            train = self.pairs["train"]
             self._vocabularies = (
-                build_vocabulary([p.source for p in train], self.source_vocabulary_size, self.min_count,
-                                 f"{self.reader.name} train ({self.source_language})"),
-                build_vocabulary([p.target for p in train], self.target_vocabulary_size, self.min_count,
-                                 f"{self.reader.name} train ({self.target_language})"))
+                vocabulary_from_counts(self._train_counts("source"), self.source_vocabulary_size, self.min_count,
+                                       f"{self.reader.name} train ({self.source_language})"),
+                vocabulary_from_counts(self._train_counts("target"), self.target_vocabulary_size, self.min_count,
+                                       f"{self.reader.name} train ({self.target_language})"))
         return self._vocabularies
 
     @property
@@ -415,13 +473,15 @@ class ParallelTextDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> ParallelDataset:
         if split not in self._datasets:
-            self._datasets[split] = ParallelDataset(self.pairs[split], *self.vocabularies, reverse=self.reverse_source)
+            corpus = self.corpus
+            self._datasets[split] = ParallelDataset(corpus, split, self._indices[split], *self.vocabularies,
+                                                    reverse=self.reverse_source)
         return self._datasets[split]
 
     def checksum(self) -> str:
         digest = hashlib.md5()
         for path in self.reader.files(self.source_language, self.target_language):
-            digest.update(f"{path.name}:{file_md5(path)}\n".encode())
+            digest.update(f"{path.name}:{cached_md5(path)}\n".encode())
         return digest.hexdigest()
 
     def _rank_and_world(self) -> tuple[int, int]:

@@ -1,0 +1,360 @@
+"""Data at the size of the papers: preparing, mapping and batching a parallel corpus, and LM text.
+
+    python -m repro bench scale [--quick] [--sizes 20000,200000] [--lm-sizes 2000000]
+
+Generates synthetic corpora in the Multi30k layout (``train``/``val``/``test_2016_flickr`` ``.en``/``.fr``,
+Zipf-distributed words over a 50k-word vocabulary, 10-45 tokens a sentence with commas and a full
+stop) at several sizes, and measures, each in its own process (so ``ru_maxrss`` is that measurement's
+peak):
+
+- preparation (``datamodules.translation.prepared``: sacremoses, id arrays) on 1 and 2 processes:
+  pairs/s, and the prepared size on disk;
+- cold start (preparation included) and warm start (mapping a prepared corpus) to the first training
+  batch; the page cache is not dropped (that needs root), so warm means warm pages too;
+- peak memory growth over the process's baseline after its imports, per sentence pair, with one
+  process and with two processes mapping the same prepared corpus at once (what the second adds is its
+  private memory: the mapped pages are shared);
+- batches per second over the training loader (slicing, mapping ids, padding), at each size against
+  the smallest;
+``--quick`` runs every path once in this process, at sizes of seconds: its memory numbers are not
+per measurement.
+
+- for language-model text (``datamodules.language_modeling.text``, WikiText layout): peak memory
+  growth per token up to the first training batch.
+
+Then a table extrapolates linearly from the largest size to WMT'14 (12M pairs, 348M French and 304M
+English words, Schwenk's selection that Sutskever et al. trained on) and WikiText-103 (103M tokens).
+Synthetic words tokenize faster than real text (Moses has little to split), so the preparation rate
+is an upper bound; on a machine shared with other jobs every rate is a lower bound of the machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datamodules.language_modeling.text import LanguageModelDataModule, TextFiles
+from datamodules.translation.parallel_text import ParallelFiles, ParallelTextDataModule
+from datamodules.translation.prepared import PreparedCorpus, prepare
+from repro.files import write_atomic
+from repro.training.hardware import cpu_model
+
+WMT14_PAIRS, WMT14_FRENCH_WORDS, WMT14_ENGLISH_WORDS = 12_000_000, 348_000_000, 304_000_000
+WIKITEXT103_TOKENS = 103_000_000
+VOCABULARY = 50_000
+
+
+# --- synthetic corpora ----------------------------------------------------------------------------
+
+def zipf_words(rng: np.random.Generator, count: int, prefix: str) -> list[str]:
+    ranks = np.arange(1, VOCABULARY + 1)
+    probabilities = 1 / ranks ** 1.05
+    probabilities /= probabilities.sum()
+    drawn = rng.choice(VOCABULARY, size=count, p=probabilities)
+    words = np.array([f"{prefix}{i:x}" for i in range(VOCABULARY)], dtype=object)
+    words[::97] = ","  # some punctuation for Moses to split
+    return words[drawn].tolist()
+
+
+def write_side(path: Path, rng: np.random.Generator, lengths: np.ndarray, prefix: str) -> int:
+    words = zipf_words(rng, int(lengths.sum()), prefix)
+    with open(path, "w", encoding="utf-8") as out:
+        position = 0
+        for length in lengths.tolist():
+            out.write(" ".join(words[position:position + length - 1]) + " .\n")
+            position += length
+    return int(lengths.sum())
+
+
+def synthetic_parallel(folder: Path, pairs: int, seed: int = 0) -> Path:
+    """Multi30k's layout, ``pairs`` training pairs (and 1% for val and test), 10-45 tokens a sentence."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, count in (("train", pairs), ("val", max(pairs // 100, 10)), ("test_2016_flickr", max(pairs // 100, 10))):
+        source_lengths = rng.integers(10, 46, size=count)
+        target_lengths = np.clip(source_lengths + rng.integers(-3, 4, size=count), 10, 45)
+        write_side(folder / f"{stem}.en", rng, source_lengths, "e")
+        write_side(folder / f"{stem}.fr", rng, target_lengths, "f")
+    return folder
+
+
+def synthetic_text(folder: Path, tokens: int, seed: int = 0) -> Path:
+    """WikiText's layout (``wiki.{train,valid,test}.tokens``), lines of 10-45 Zipf words."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", tokens), ("valid", max(tokens // 100, 1000)), ("test", max(tokens // 100, 1000))):
+        lengths = rng.integers(10, 46, size=count // 27 + 1)
+        write_side(folder / f"wiki.{split}.tokens", rng, lengths, "w")
+    return folder
+
+
+# --- measurements, one process each -----------------------------------------------------------------
+
+def maxrss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def private_bytes() -> int:
+    """This process's private (unshared) resident memory, where /proc tells it; else 0."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
+    except OSError:
+        return 0
+    return sum(int(fields[k].split()[0]) * 1024 for k in ("Private_Clean", "Private_Dirty") if k in fields)
+
+
+def reader_of(folder: Path):
+    return ParallelFiles(folder, {"train": ("train",), "valid": ("val",), "test": ("test_2016_flickr",)}, "synthetic")
+
+
+def child_prepare(folder: str, workers: int) -> dict:
+    baseline = maxrss_bytes()
+    started = time.perf_counter()
+    prepared = prepare(reader_of(Path(folder)), "en", "fr", False, workers=workers, announce=lambda message: None)
+    seconds = time.perf_counter() - started
+    corpus = PreparedCorpus(prepared)
+    return {"seconds": seconds, "pairs": sum(len(s) for s in corpus.splits.values()),
+            "disk_bytes": corpus.size_on_disk(), "peak_growth_bytes": maxrss_bytes() - baseline,
+            "tokens": sum(int(s.source_offsets[-1] + s.target_offsets[-1]) for s in corpus.splits.values())}
+
+
+def child_load(folder: str, batches: int, hold: float) -> dict:
+    torch.set_num_threads(1)
+    baseline, private_baseline = maxrss_bytes(), private_bytes()
+    started = time.perf_counter()
+    data = ParallelTextDataModule(reader_of(Path(folder)), "en", "fr", batch_size=128)
+    loader = data.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    first_batch = time.perf_counter() - started
+    began, steps = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            next(iterator)
+        steps += 1
+    rate = steps / max(time.perf_counter() - began, 1e-9)
+    private = private_bytes() - private_baseline
+    time.sleep(hold)  # two processes at once: both hold their mappings while the other measures
+    return {"first_batch_s": first_batch, "batches_per_s": rate, "pairs": len(data.dataset("train")),
+            "peak_growth_bytes": maxrss_bytes() - baseline, "private_growth_bytes": private}
+
+
+def child_language_model(folder: str) -> dict:
+    torch.set_num_threads(1)
+    paths = {split: Path(folder) / f"wiki.{split}.tokens" for split in ("train", "valid", "test")}
+    baseline = maxrss_bytes()
+    started = time.perf_counter()
+    data = LanguageModelDataModule(TextFiles("synthetic", paths, blank_lines="sentence"), batch_size=32, bptt=35,
+                                   min_count=2)
+    next(iter(data.train_dataloader()))
+    return {"first_batch_s": time.perf_counter() - started, "tokens": data.token_count("train"),
+            "peak_growth_bytes": maxrss_bytes() - baseline}
+
+
+CHILDREN = {"prepare": child_prepare, "load": child_load, "language_model": child_language_model}
+
+
+IN_PROCESS = False  # --quick: every measurement in this process (the paths once; memory numbers not per measurement)
+
+
+def run_child(kind: str, cache: Path, *arguments, wait: bool = True):
+    """Start ``kind`` in a fresh interpreter with the cache at ``cache``; its result (or the process)."""
+    if IN_PROCESS:
+        saved = os.environ.get("REPRO_CACHE")
+        os.environ["REPRO_CACHE"] = str(cache)
+        try:
+            return CHILDREN[kind](*[str(a) if isinstance(a, Path) else a for a in arguments])
+        finally:
+            if saved is None:
+                os.environ.pop("REPRO_CACHE", None)
+            else:
+                os.environ["REPRO_CACHE"] = saved
+    environment = {**os.environ, "REPRO_CACHE": str(cache), "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))}
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "--child", kind,
+                                json.dumps([str(a) if isinstance(a, Path) else a for a in arguments])],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    return collect(process) if wait else process
+
+
+def collect(process) -> dict:
+    if isinstance(process, dict):  # measured in this process
+        return process
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"benchmark child failed ({process.returncode}): {err.strip()[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# --- the benchmark ----------------------------------------------------------------------------------
+
+def measure_parallel(size: int, scratch: Path, batches: int, workers: tuple[int, ...]) -> dict:
+    folder = synthetic_parallel(scratch / f"parallel-{size}", size)
+    row = {"pairs": size}
+    for count in workers:  # each from nothing: its own cache
+        cache = scratch / f"cache-{size}-{count}"
+        prepared = run_child("prepare", cache, folder, count)
+        row[f"prepare_{count}p_pairs_per_s"] = prepared["pairs"] / prepared["seconds"]
+        row[f"prepare_{count}p_peak_growth_bytes"] = prepared["peak_growth_bytes"]
+        row["disk_bytes"], row["tokens"] = prepared["disk_bytes"], prepared["tokens"]
+    cold_cache = scratch / f"cache-{size}-cold"
+    cold = run_child("load", cold_cache, folder, batches, 0)  # prepares on first use, with every core
+    row["cold_first_batch_s"] = cold["first_batch_s"]
+    warm = run_child("load", cold_cache, folder, batches, 0)
+    row.update(warm_first_batch_s=warm["first_batch_s"], batches_per_s=warm["batches_per_s"],
+               peak_growth_1p_bytes=warm["peak_growth_bytes"], private_growth_1p_bytes=warm["private_growth_bytes"])
+    hold = 0.0 if IN_PROCESS else 1.0
+    both = [run_child("load", cold_cache, folder, batches, hold, wait=False) for _ in range(2)]
+    results = [collect(process) for process in both]
+    row["peak_growth_2p_bytes"] = max(r["peak_growth_bytes"] for r in results)
+    row["second_process_private_bytes"] = min(r["private_growth_bytes"] for r in results)
+    row["second_process_share"] = row["second_process_private_bytes"] / max(warm["peak_growth_bytes"], 2**20)
+    for path in scratch.glob(f"cache-{size}-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        for row in [columns, *rows]:
+            print("  ".join(f"{cell:>14}" for cell in row))
+        return
+    shown = Table(title=title)
+    for column in columns:
+        shown.add_column(column, justify="right")
+    for row in rows:
+        shown.add_row(*row)
+    Console(width=200).print(shown)
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:,.1f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m repro bench scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, every path once (seconds, for CI)")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    parser.add_argument("--sizes", default="", help="training pairs, comma-separated (default 20000,200000,1000000)")
+    parser.add_argument("--lm-sizes", default="", help="LM training tokens, comma-separated (default 2000000,20000000)")
+    parser.add_argument("--batches", type=int, default=0, help="batches timed per size (default 300; quick 20)")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(CHILDREN[args.child[0]](*json.loads(args.child[1]))), flush=True)
+        return 0
+    global IN_PROCESS
+    IN_PROCESS = args.quick
+    sizes = [int(s) for s in args.sizes.split(",") if s] or ([500, 2000] if args.quick else [20_000, 200_000, 1_000_000])
+    lm_sizes = [int(s) for s in args.lm_sizes.split(",") if s] or ([50_000] if args.quick else [2_000_000, 20_000_000])
+    batches = args.batches or (20 if args.quick else 300)
+    workers = (1, 2)
+
+    scratch = Path(tempfile.mkdtemp(prefix="repro-scale-"))
+    try:
+        rows = [measure_parallel(size, scratch, batches, workers) for size in sizes]
+        lm_rows = []
+        for tokens in lm_sizes:
+            folder = synthetic_text(scratch / f"text-{tokens}", tokens)
+            lm_rows.append({"tokens_requested": tokens, **run_child("language_model", scratch / "lm-cache", folder)})
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    smallest, largest = rows[0], rows[-1]
+    for row in rows:
+        row["batches_per_s_vs_smallest"] = row["batches_per_s"] / smallest["batches_per_s"]
+        row["tokenize_speedup_2p"] = row["prepare_2p_pairs_per_s"] / row["prepare_1p_pairs_per_s"]
+        row["peak_growth_per_pair_bytes"] = row["peak_growth_1p_bytes"] / row["pairs"]
+    for row in lm_rows:
+        row["peak_growth_per_token_bytes"] = row["peak_growth_bytes"] / row["tokens"]
+
+    table("parallel text, prepared and mapped (synthetic Multi30k layout)",
+          ["train pairs", "prep 1p pairs/s", "prep 2p pairs/s", "2p speed-up", "on disk", "cold 1st batch",
+           "warm 1st batch", "peak/pair 1p", "2nd process adds", "batches/s", "vs smallest"],
+          [[f"{r['pairs']:,}", f"{r['prepare_1p_pairs_per_s']:,.0f}", f"{r['prepare_2p_pairs_per_s']:,.0f}",
+            f"{r['tokenize_speedup_2p']:.2f}x", mib(r["disk_bytes"]), f"{r['cold_first_batch_s']:.2f} s",
+            f"{r['warm_first_batch_s']:.2f} s", f"{r['peak_growth_per_pair_bytes']:,.0f} B",
+            f"{r['second_process_share']:.1%}", f"{r['batches_per_s']:,.1f}", f"{r['batches_per_s_vs_smallest']:.2f}x"]
+           for r in rows])
+    table("language-model text (synthetic WikiText layout)", ["train tokens", "first batch", "peak growth", "per token"],
+          [[f"{r['tokens']:,}", f"{r['first_batch_s']:.2f} s", mib(r["peak_growth_bytes"]),
+            f"{r['peak_growth_per_token_bytes']:.1f} B"] for r in lm_rows])
+
+    # linear in pairs (tokens) from the largest size measured; warm start as a + b * pairs from two sizes
+    per_pair_tokens = largest["tokens"] / (largest["pairs"] * 1.02)
+    wmt_tokens = WMT14_FRENCH_WORDS + WMT14_ENGLISH_WORDS
+    if len(rows) > 1 and largest["pairs"] > smallest["pairs"]:
+        slope = (largest["warm_first_batch_s"] - smallest["warm_first_batch_s"]) / (largest["pairs"] - smallest["pairs"])
+    else:
+        slope = largest["warm_first_batch_s"] / largest["pairs"]
+    slope = max(slope, 0.0)
+    warm_at = lambda pairs: largest["warm_first_batch_s"] + slope * (pairs - largest["pairs"])  # noqa: E731
+    scale_wmt = wmt_tokens / max(largest["tokens"], 1)
+    extrapolated = {
+        "wmt14": {"pairs": WMT14_PAIRS, "tokens": wmt_tokens,
+                  "prepare_hours_1p": WMT14_PAIRS / largest["prepare_1p_pairs_per_s"] / 3600,
+                  "prepare_hours_2p": WMT14_PAIRS / largest["prepare_2p_pairs_per_s"] / 3600,
+                  "disk_bytes": largest["disk_bytes"] * scale_wmt,
+                  "peak_growth_bytes": largest["peak_growth_per_pair_bytes"] * WMT14_PAIRS,
+                  "second_process_private_bytes": largest["second_process_private_bytes"] / largest["pairs"] * WMT14_PAIRS,
+                  "warm_first_batch_s": warm_at(WMT14_PAIRS), "warm_first_batch_s_at_1m": warm_at(1_000_000),
+                  "tokens_per_pair_measured": per_pair_tokens},
+    }
+    if lm_rows:
+        extrapolated["wikitext103"] = {"tokens": WIKITEXT103_TOKENS,
+                                       "peak_growth_bytes": lm_rows[-1]["peak_growth_per_token_bytes"] * WIKITEXT103_TOKENS}
+    wmt = extrapolated["wmt14"]
+    table("extrapolated (linear from the largest size)", ["corpus", "prepare 1p", "prepare 2p", "on disk",
+                                                          "peak growth", "2nd process adds", "warm 1st batch"],
+          [["WMT'14 en-fr (12M pairs)", f"{wmt['prepare_hours_1p']:.1f} h", f"{wmt['prepare_hours_2p']:.1f} h",
+            mib(wmt["disk_bytes"]), mib(wmt["peak_growth_bytes"]), mib(wmt["second_process_private_bytes"]),
+            f"{wmt['warm_first_batch_s']:.1f} s (1M pairs: {wmt['warm_first_batch_s_at_1m']:.1f} s)"]]
+          + ([["WikiText-103 (103M tokens)", "", "", "", mib(extrapolated["wikitext103"]["peak_growth_bytes"]), "", ""]]
+             if lm_rows else []))
+    targets = {
+        "peak_growth_per_pair_le_1KiB": largest["peak_growth_per_pair_bytes"] <= 1024,
+        "lm_peak_growth_per_token_le_16B": bool(lm_rows) and lm_rows[-1]["peak_growth_per_token_bytes"] <= 16,
+        "second_process_adds_le_10pct": largest["second_process_share"] <= 0.10,
+        "warm_first_batch_at_1m_le_5s": wmt["warm_first_batch_s_at_1m"] <= 5,
+        "tokenize_2p_ge_1.8x": largest["tokenize_speedup_2p"] >= 1.8,
+        "batches_per_s_largest_within_10pct": largest["batches_per_s_vs_smallest"] >= 0.9,
+    }
+    if IN_PROCESS:  # memory and rates of one shared process at toy sizes say nothing about the targets
+        targets = {name: None for name in targets}
+    for name, met in targets.items():
+        print(f"target {name}: {'not measured (--quick)' if met is None else 'met' if met else 'NOT met'}")
+    cpu = cpu_model()
+    result = {"benchmark": "scale", "quick": args.quick, "rows": rows, "language_model_rows": lm_rows,
+              "extrapolated": extrapolated, "targets": targets, "cpu": cpu, "cores": os.cpu_count(),
+              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+              "python": platform.python_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path = args.out / "scale.json"
+    write_atomic(path, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -82,9 +82,9 @@ def test_beam_size_one_is_greedy_decoding():
     source = torch.tensor([[4, 5, 6, 7], [5, 5, 4, 0]])
     lengths = torch.tensor([4, 3])
     with torch.no_grad():
-        state = module.network.encode(source, lengths)
-        beam = module.search(module.initial_state(state), 2, 4, module.step_function(), beam_size=1)
-        step, current = module.step_function(), module.initial_state(state)
+        state = module.encode_sources(source, lengths)
+        beam = module.search(state, 2, 4, module.step_function(), beam_size=1)
+        step, current = module.step_function(), state
         tokens, greedy = torch.full((2,), module.bos), [[], []]
         finished = [False, False]
         for _ in range(2 * 4 + 10):
@@ -165,7 +165,8 @@ def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):
 def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, monkeypatch):
     """Fig. 3 per dataset: one line per (preset, order), the mean over the seeds of the newest config
     with sd error bars; an older config of the same preset is not mixed into it."""
-    from papers import sutskever2014
+    from repro.app.figures import length_figures
+    from repro.registry import get_paper
 
     drawn = {}
 
@@ -186,7 +187,7 @@ def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, 
     records = [record("cpu", True, 1, 99.0, max_epochs=30),  # an older config: superseded, not averaged
                record("cpu", True, 1, 17.0), record("cpu", True, 2, 18.0), record("cpu", True, 3, 19.0),
                record("cpu-forward", False, 1, 14.0)]
-    written = sutskever2014.length_figures(records, tmp_path)
+    written = length_figures(get_paper("sutskever2014"), records, tmp_path)
     assert [path.name for _, path in written] == ["sutskever2014_length_multi30k.png"]
     assert "mean ± sd over seeds" in written[0][0] and written[0][1].is_file()
     reversed_line = drawn["reversed source, preset cpu (BLEU 18.0 ± 1.0, 3 seeds, lowercased)"]

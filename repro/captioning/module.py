@@ -178,7 +178,7 @@ class CaptioningModule(L.LightningModule):
         self.test_outputs: dict[str, dict] = {}  # id -> caption, references, media, extras (after test)
 
     @classmethod
-    def from_datamodule(cls, config: CaptionerConfig, datamodule) -> "CaptioningModule":
+    def from_datamodule(cls, config: CaptionerConfig, datamodule) -> CaptioningModule:
         """The paper's module for a run: its config, the datamodule's vocabulary and visual feature size
         (what a paper registers as ``make_module``)."""
         return cls(config_to_dict(config), datamodule.vocabulary.to_dict(), datamodule.visual_dim)

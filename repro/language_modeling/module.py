@@ -61,7 +61,7 @@ class LanguageModelModule(L.LightningModule):
         self.eval_state = None
 
     @classmethod
-    def from_datamodule(cls, config, datamodule) -> "LanguageModelModule":
+    def from_datamodule(cls, config, datamodule) -> LanguageModelModule:
         """The paper's module for a run: its config and the datamodule's vocabulary (``make_module``)."""
         return cls(config_to_dict(config), datamodule.vocabulary.to_dict())
 

@@ -8,7 +8,8 @@ does not have is 0. What is the paper's own stays in the paper: its parameter gr
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

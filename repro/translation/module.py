@@ -86,7 +86,7 @@ class TranslationModule(L.LightningModule):
         self.scoring: dict = {}
 
     @classmethod
-    def from_datamodule(cls, config: TranslatorConfig, datamodule) -> "TranslationModule":
+    def from_datamodule(cls, config: TranslatorConfig, datamodule) -> TranslationModule:
         """The paper's module for a run: its config and the datamodule's vocabularies (``make_module``)."""
         return cls(config_to_dict(config), datamodule.source_vocabulary.to_dict(),
                    datamodule.target_vocabulary.to_dict())

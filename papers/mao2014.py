@@ -83,8 +83,9 @@ from torch import nn
 
 from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
-from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, config_to_dict
+from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.training.optimizers import optimizer_from_config
 
 NAME = "mao2014"
 
@@ -238,10 +239,8 @@ class Mao2014(CaptioningModule):
 
     def caption_negative_log_likelihood(self, image_features: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
         """[C] -sum_n ln P(w_n | w_1:n-1, I) over each caption's words and <end> (nats)."""
-        logits = self.network(image_features[batch.caption_owner], batch.captions[:, :-1])
-        nll = F.cross_entropy(logits.transpose(1, 2), batch.captions[:, 1:], ignore_index=self.pad_index,
-                              reduction="none")
-        return nll.sum(dim=1)
+        return self.caption_nll_of_logits(self.network(image_features[batch.caption_owner], batch.captions[:, :-1]),
+                                          batch)
 
     def decoder_start(self, image_features: torch.Tensor):
         return self.network.start(image_features)
@@ -265,14 +264,8 @@ class Mao2014(CaptioningModule):
     def configure_optimizers(self):
         # The paper fixes the CNN (Sec. 6) and names updating it as future work; fine_tune_encoder gives the
         # CNN its own small rate, outside the L2 term of Eq. 6 (which covers the m-RNN's own parameters)
-        groups = self.parameter_groups(self.network, self.config.learning_rate)
-        if self.config.optimizer == "adam":
-            return torch.optim.Adam(groups)
-        return torch.optim.SGD(groups)
-
-
-def make_module(config: Mao2014Config, datamodule) -> Mao2014:
-    return Mao2014(config_to_dict(config), datamodule.vocabulary.to_dict(), datamodule.visual_dim)
+        # (no weight_decay field: Eq. 6's L2 term is in the loss, see training_step)
+        return optimizer_from_config(self.parameter_groups(self.network, self.config.learning_rate), self.config)
 
 
 register_paper(PaperEntry(
@@ -286,7 +279,7 @@ register_paper(PaperEntry(
     config_class=Mao2014Config,
     presets=PRESETS,
     module_class=Mao2014,
-    make_module=make_module,
+    make_module=Mao2014.from_datamodule,
     # The paper states no stopping rule; BLEU-4 is its headline generation metric (Tables 1, 5, 7)
     monitor=("val/bleu_4", "max"),
     baselines=(retrieval_baseline,),

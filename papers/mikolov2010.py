@@ -61,12 +61,10 @@ underfits 200 units within the schedule.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,12 +77,10 @@ from repro.config import (
     PositiveInt,
     Probability,
     TrainingConfig,
-    config_from_dict,
-    config_to_dict,
 )
-from repro.language_modeling import END_OF_SENTENCE, IGNORE_INDEX
+from repro.language_modeling import IGNORE_INDEX
 from repro.language_modeling.kneser_ney import KneserNeyLanguageModel
-from repro.metrics.perplexity import Perplexity
+from repro.language_modeling.module import LanguageModelModule
 from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
 from repro.vocabulary import Vocabulary
 
@@ -364,27 +360,38 @@ def build_network(config: Mikolov2010Config, vocabulary: Vocabulary) -> ElmanLan
                               dropout=config.dropout)
 
 
-class Mikolov2010(L.LightningModule):
+class Mikolov2010(LanguageModelModule):
+    """The RNN LM trained as the toolkit does; perplexity, dynamic evaluation and sampling are LanguageModelModule's."""
+
+    config_class = Mikolov2010Config
+
     def __init__(self, config: dict, vocabulary: dict, paper: str = NAME):
-        super().__init__()
-        # config and vocabulary travel inside every checkpoint; loggers get the config only (repro.app.run logs it)
-        self.save_hyperparameters(logger=False)
-        self.config = config_from_dict(Mikolov2010Config, config)
-        self.vocabulary = Vocabulary.from_dict(vocabulary)
+        super().__init__(config, vocabulary, paper)
         self.network = build_network(self.config, self.vocabulary)
-        self.end_of_sentence = self.vocabulary.index(END_OF_SENTENCE)
-        # Every process scores the whole evaluation text (datamodules/language_modeling/text.py), so the sums are not reduced
-        # over processes: each process already holds the full total.
-        self.perplexity = nn.ModuleDict({name: Perplexity(sync_on_compute=False)
-                                         for name in ("val", "test", "test_dynamic")})
-        # the epoch's training words, summed over the processes (each reads its own streams)
-        self.training_perplexity = Perplexity()
         self.schedule = {"previous_valid_nll": None, "halving": False}  # see learning_rate_schedule
         self.accepted_weights = None  # the weights after the last epoch that did not make validation worse
         self.state = None
         self._restored_state = None  # the carried state of a mid-epoch checkpoint, until its epoch starts
         # this process's summed training NLL and word count in the current epoch (train/ppl_epoch)
         self._restored_totals = None
+
+    # --- the model, as LanguageModelModule needs it ------------------------------------------------
+    def initial_state(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        return self.network.initial_state(batch_size, device)
+
+    def stream_log_prob(self, network: ElmanLanguageModel, words, targets, state):
+        return network.log_prob(words, targets, state)
+
+    def next_word_log_probs(self, words: torch.Tensor, state):
+        hidden, state = self.network(words.unsqueeze(1), state)
+        return self.network.output.log_probs_all(hidden[:, -1]), state
+
+    def dynamic_evaluation_optimizer(self, network: ElmanLanguageModel) -> torch.optim.Optimizer:
+        # Sec. 2.1: a fixed rate while learning on the test text, U's scale and the L2 decay as in training
+        return torch.optim.SGD(self._parameter_groups(network, self.config.dynamic_learning_rate))
+
+    def after_dynamic_update(self, optimizer: torch.optim.Optimizer, updates: int) -> None:
+        self._l2_decay(optimizer, updates)
 
     # --- training -------------------------------------------------------------------------------
     def _parameter_groups(self, network: ElmanLanguageModel, rate: float) -> list[dict]:
@@ -442,45 +449,8 @@ class Mikolov2010(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_index) -> None:
         self._l2_decay(self.trainer.optimizers[0], self.global_step)
 
-    def on_train_epoch_end(self) -> None:
-        """Training perplexity of the epoch over the whole corpus (summed NLL / words, all processes),
-        as the toolkit prints it: scored while learning, with dropout where it is on."""
-        self.log("train/ppl_epoch", float(self.training_perplexity.compute()), on_step=False, on_epoch=True,
-                 sync_dist=False)
-        self.training_perplexity.reset()
-
-    def _training_sums(self) -> torch.Tensor:
-        """(summed NLL, words) of the epoch so far, over every process."""
-        metric = self.training_perplexity
-        totals = torch.stack([metric.negative_log_likelihood, metric.tokens]).to(torch.float64)
-        return self.all_gather(totals).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else totals
-
-    # --- evaluation: per-word perplexity, <eos> counted as a word (repro.metrics.perplexity.Perplexity) ------
-    def _score(self, name: str, network: ElmanLanguageModel, words, targets, state):
-        log_prob, keep, state = network.log_prob(words, targets, state)
-        self.perplexity[name].update(-log_prob.sum(), keep.sum())
-        return state
-
-    def _perplexity(self, name: str) -> float:
-        value = float(self.perplexity[name].compute())
-        self.perplexity[name].reset()
-        return value
-
-    def on_validation_epoch_start(self) -> None:
-        self.eval_state = None
-
-    def validation_step(self, batch, batch_index):
-        words, targets = batch
-        if self.eval_state is None:
-            self.eval_state = self.network.initial_state(words.shape[0], words.device)
-        self.eval_state = self._score("val", self.network, words, targets, self.eval_state)
-
-    def on_validation_epoch_end(self) -> None:
-        perplexity = self._perplexity("val")
-        # every rank scored the whole text, so every rank holds the same value
-        self.log("val/ppl", perplexity, prog_bar=True, sync_dist=True)
-        if self.trainer.sanity_checking:
-            return
+    # --- the learning-rate schedule (Sec. 2.1), after each epoch's validation ---------------------
+    def after_validation(self, perplexity: float) -> None:
         # the toolkit compares the validation log-likelihoods; over the same text that is the mean NLL
         reject, halve, stop = learning_rate_schedule(self.schedule, math.log(perplexity), self.config.min_improvement)
         if self.config.reject_worse_epochs:
@@ -492,48 +462,6 @@ class Mikolov2010(L.LightningModule):
         if halve:
             for group in self.trainer.optimizers[0].param_groups:
                 group["lr"] /= 2
-
-    def on_test_epoch_start(self) -> None:
-        self.eval_state = None
-        if self.config.dynamic_evaluation:
-            with torch.inference_mode(False):  # a copy made in inference mode could not learn
-                self.dynamic_network = copy.deepcopy(self.network)
-            self.dynamic_optimizer = torch.optim.SGD(self._parameter_groups(self.dynamic_network,
-                                                                            self.config.dynamic_learning_rate))
-            self.dynamic_state, self.dynamic_updates = None, 0
-
-    def test_step(self, batch, batch_index):
-        words, targets = batch
-        if self.eval_state is None:
-            self.eval_state = self.network.initial_state(words.shape[0], words.device)
-        self.eval_state = self._score("test", self.network, words, targets, self.eval_state)
-        if self.config.dynamic_evaluation:
-            self._dynamic_step(words, targets)
-
-    def _dynamic_step(self, words, targets):
-        """Score each block of test words, then take one SGD step on it (2010 paper, Sec. 2.1)."""
-        network = self.dynamic_network
-        if self.dynamic_state is None:
-            self.dynamic_state = network.initial_state(words.shape[0], words.device)
-        with torch.inference_mode(False), torch.enable_grad():
-            words, targets = words.clone(), targets.clone()  # tensors made in inference mode cannot be saved
-            state = self.dynamic_state.clone()
-            for start in range(0, words.shape[1], self.config.bptt):
-                block = slice(start, start + self.config.bptt)
-                log_prob, keep, state = network.log_prob(words[:, block], targets[:, block], state.detach())
-                self.perplexity["test_dynamic"].update(-log_prob.detach().sum(), keep.sum())
-                if keep.any():
-                    self.dynamic_optimizer.zero_grad(set_to_none=True)
-                    (-log_prob.sum() / keep.sum()).backward()
-                    self.dynamic_optimizer.step()
-                    self.dynamic_updates += 1
-                    self._l2_decay(self.dynamic_optimizer, self.dynamic_updates)
-            self.dynamic_state = state.detach()
-
-    def on_test_epoch_end(self) -> None:
-        self.log("test/ppl", self._perplexity("test"), sync_dist=True)
-        if self.config.dynamic_evaluation:
-            self.log("test/ppl_dynamic", self._perplexity("test_dynamic"), sync_dist=True)
 
     # --- the schedule's state travels with checkpoints, so a resumed run halves at the same epoch --
     def on_save_checkpoint(self, checkpoint) -> None:
@@ -555,29 +483,6 @@ class Mikolov2010(L.LightningModule):
         self.accepted_weights = checkpoint.get("accepted_weights")
         self._restored_state = checkpoint.get("carried_state")
         self._restored_totals = checkpoint.get("training_totals")
-
-    # --- generation (python -m repro sample) ----------------------------------------------------
-    @torch.no_grad()
-    def sample_text(self, sentences: int = 5, temperature: float = 1.0, seed: int = 0, max_words: int = 100) -> list[str]:
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        state = self.network.initial_state(1, self.device)
-        word = torch.tensor([[self.end_of_sentence]], device=self.device)
-        lines, current = [], []
-        while len(lines) < sentences:
-            hidden, state = self.network(word, state)
-            log_probs = self.network.output.log_probs_all(hidden[:, -1]) / temperature
-            next_word = int(torch.multinomial(log_probs.softmax(-1).cpu(), 1, generator=generator))
-            if next_word == self.end_of_sentence or len(current) >= max_words:
-                lines.append(" ".join(current))
-                current = []
-            else:
-                current.append(self.vocabulary.words[next_word])
-            word = torch.tensor([[next_word]], device=self.device)
-        return lines
-
-
-def make_module(config: Mikolov2010Config, datamodule) -> Mikolov2010:
-    return Mikolov2010(config_to_dict(config), datamodule.vocabulary.to_dict())
 
 
 def kneser_ney_baseline(config: Mikolov2010Config, datamodule) -> BaselineResult:
@@ -603,7 +508,7 @@ register_paper(PaperEntry(
     config_class=Mikolov2010Config,
     presets=PRESETS,
     module_class=Mikolov2010,
-    make_module=make_module,
+    make_module=Mikolov2010.from_datamodule,
     monitor=("val/ppl", "min"),
     baselines=(kneser_ney_baseline,),
 ))

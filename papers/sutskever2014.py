@@ -60,34 +60,17 @@ training_epochs=2``) at the preset's undecayed rate; a pair there may show no re
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from repro.config import (
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    Probability,
-    TrainingConfig,
-    config_from_dict,
-    config_to_dict,
-)
-from repro.decoding.beam_search import beam_search
-from repro.errors import UserError
-from repro.files import write_atomic
-from repro.metrics.perplexity import Perplexity
+from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 from repro.registry import PaperEntry, PublishedResult, register_paper
-from repro.training.distributed import gather_for_scoring, score_once
-from repro.translation.scoring import bleu_names, score_translations
-from repro.translation.text import BOS, EOS, PAD, detokenize, encode_source, tokenize
-from repro.vocabulary import Vocabulary
+from repro.training.optimizers import optimizer_from_config
+from repro.translation.module import TranslationModule, TranslatorConfig
+from repro.translation.scoring import bleu_names
 
 NAME = "sutskever2014"
 
@@ -113,20 +96,16 @@ PUBLISHED = (
 
 
 @dataclasses.dataclass
-class Sutskever2014Config(TrainingConfig):
+class Sutskever2014Config(TranslatorConfig):
+    # the language pair, the corpus, vocabulary cut-offs, casing, max_length, evaluation batches: TranslatorConfig
     source_language: str = "en"  # Sec. 3.1: WMT'14 English to French
     target_language: str = "fr"
-    test_set: str = ""  # the corpus's test set to score on; "" is its standard one (WMT'14: newstest2014)
-    corpus_dir: str = ""  # read the corpus from this folder (under the data root, or absolute), not its registered one
     reverse_source: bool = True  # Sec. 3.3: the source words in reverse order, the target as it is
+    source_vocabulary_size: PositiveInt = 160000  # Sec. 3.1: the 160,000 most frequent source words
+    target_vocabulary_size: PositiveInt = 80000  # Sec. 3.1: the 80,000 most frequent target words; others are UNK
     num_layers: PositiveInt = 4  # Sec. 3.4: deep LSTMs with 4 layers
     hidden_size: PositiveInt = 1000  # Sec. 3.4: 1000 cells per layer
     embedding_size: PositiveInt = 1000  # Sec. 3.4: 1000-dimensional word embeddings
-    source_vocabulary_size: PositiveInt = 160000  # Sec. 3.1: the 160,000 most frequent source words
-    target_vocabulary_size: PositiveInt = 80000  # Sec. 3.1: the 80,000 most frequent target words; others are UNK
-    min_count: PositiveInt = 1  # also drop words seen fewer times (small corpora); the paper cuts by size only
-    lowercase: bool = False  # the paper keeps case; lowercased runs score BLEU case-insensitively (test/*bleu_lc)
-    max_length: PositiveInt = 100  # not in the paper: longer training pairs are dropped, longer test sources refused
     dropout: Probability = 0.0  # not in the paper; on the embeddings, between LSTM layers and before the softmax
     init_range: PositiveFloat = 0.08  # Sec. 3.4: all parameters uniform in [-0.08, 0.08]
     optimizer: Literal["sgd", "adam"] = "sgd"  # Sec. 3.4: stochastic gradient descent without momentum
@@ -140,7 +119,6 @@ class Sutskever2014Config(TrainingConfig):
     gradient_clip_val: PositiveFloat | None = 5.0  # Sec. 3.4: g = gradient / 128; if ||g|| > 5, g = 5 g / ||g||
     beam_size: PositiveInt = 12  # Sec. 3.2/Table 1: beam 12 (1 is greedy decoding; 2 is almost as good)
     length_normalization: NonNegativeFloat = 0.0  # the paper ranks hypotheses by their plain log-probability
-    eval_batch_size: PositiveInt = 64  # sentences decoded together (times the beam size rows)
     length_bucket_edges: tuple[int, ...] = (7, 10, 13, 17, 22, 30)  # Fig. 3: BLEU by source length
 
 
@@ -209,37 +187,37 @@ def learning_rate_factor(epochs: float, config: Sutskever2014Config) -> float:
     return config.decay_factor ** halvings
 
 
-class Sutskever2014(L.LightningModule):
+class Sutskever2014(TranslationModule):
+    """Seq2SeqLSTM trained as Sec. 3.4; perplexity, decoding and scoring are TranslationModule's."""
+
+    config_class = Sutskever2014Config
+
     def __init__(self, config: dict, source_vocabulary: dict, target_vocabulary: dict, paper: str = NAME):
-        super().__init__()
-        # config and vocabularies travel inside every checkpoint; loggers get the config only (repro.app.run logs it)
-        self.save_hyperparameters(logger=False)
-        self.config = config_from_dict(Sutskever2014Config, config)
-        self.source_vocabulary = Vocabulary.from_dict(source_vocabulary)
-        self.target_vocabulary = Vocabulary.from_dict(target_vocabulary)
+        super().__init__(config, source_vocabulary, target_vocabulary, paper)
         c = self.config
-        self.pad, self.bos, self.eos = (self.target_vocabulary.index(w) for w in (PAD, BOS, EOS))
         self.network = Seq2SeqLSTM(len(self.source_vocabulary), len(self.target_vocabulary), c.embedding_size,
                                    c.hidden_size, c.num_layers, c.dropout, c.init_range, self.pad)
-        self.perplexity = nn.ModuleDict({name: Perplexity() for name in ("val", "test")})
-        self.translations: list = []
 
-    # --- training -------------------------------------------------------------------------------
-    def _summed_nll(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.network(batch["source"], batch["source_lengths"], batch["target_input"])
-        nll = F.cross_entropy(logits.flatten(0, 1), batch["target_output"].flatten(), ignore_index=self.pad,
-                              reduction="sum")
-        return nll, (batch["target_output"] != self.pad).sum()
+    # --- the model, as TranslationModule needs it ----------------------------------------------------
+    def teacher_forced_logits(self, batch) -> torch.Tensor:
+        return self.network(batch["source"], batch["source_lengths"], batch["target_input"])
 
+    def encode_sources(self, source: torch.Tensor, lengths: torch.Tensor):
+        """The encoder's final (h, c) [layers, B, H], batch first [B, layers, H]: the beam reorders dimension 0."""
+        return tuple(tensor.transpose(0, 1).contiguous() for tensor in self.network.encode(source, lengths))
+
+    def decoder_logits(self, last_tokens: torch.Tensor, state):
+        h, c = (tensor.transpose(0, 1).contiguous() for tensor in state)
+        logits, (h, c) = self.network.decode(last_tokens.unsqueeze(1), (h, c))
+        return logits[:, 0], (h.transpose(0, 1), c.transpose(0, 1))
+
+    # --- training (Sec. 3.4) -------------------------------------------------------------------------
     def steps_per_epoch(self) -> float:
         return max(1.0, self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs))
 
     def configure_optimizers(self):
         c = self.config
-        if c.optimizer == "adam":
-            optimizer = torch.optim.Adam(self.parameters(), lr=c.learning_rate)
-        else:
-            optimizer = torch.optim.SGD(self.parameters(), lr=c.learning_rate)
+        optimizer = optimizer_from_config(self.parameters(), c)  # Sec. 3.4: SGD without momentum (cpu: Adam)
         steps_per_epoch = self.steps_per_epoch()
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: learning_rate_factor(step / steps_per_epoch, c))
@@ -253,104 +231,13 @@ class Sutskever2014(L.LightningModule):
         return None
 
     def training_step(self, batch, batch_index):
-        nll, tokens = self._summed_nll(batch)
+        nll, tokens = self.summed_nll(batch)
         # Sec. 3.4: the loss of a batch is the summed log-loss of its sentences divided by their number
         loss = nll / batch["source"].shape[0]
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", (nll.detach() / tokens).exp(), prog_bar=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
         return loss
-
-    # --- perplexity per target word (</s> included), summed over the whole set, then exp ----------
-    def _accumulate(self, name: str, batch) -> None:
-        self.perplexity[name].update(*self._summed_nll(batch))
-
-    def _perplexity(self, name: str) -> float:
-        value = float(self.perplexity[name].compute())  # the sums of every process, then one exp
-        self.perplexity[name].reset()
-        return value
-
-    def validation_step(self, batch, batch_index):
-        self._accumulate("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/ppl", self._perplexity("val"), prog_bar=True)
-
-    # --- test: perplexity, then beam search, gathered from every rank and scored once -----------
-    def on_test_epoch_start(self) -> None:
-        self.translations = []
-
-    def test_step(self, batch, batch_index):
-        self._accumulate("test", batch)
-        state = self.network.encode(batch["source"], batch["source_lengths"])
-        hypotheses = self.search(self.initial_state(state), len(batch["ids"]), int(batch["source_lengths"].max()),
-                                 self.step_function(), self.config.beam_size)
-        for example_id, tokens, reference, reference_text, length in zip(
-                batch["ids"], hypotheses, batch["reference_tokens"], batch["reference_text"],
-                batch["source_lengths"].tolist()):
-            self.translations.append((example_id, (tokens, reference, reference_text, length)))
-
-    def on_test_epoch_end(self) -> None:
-        self.log("test/ppl", self._perplexity("test"))
-        ids, items = zip(*self.translations) if self.translations else ((), ())
-        gathered = [item for _, item in gather_for_scoring(list(items), list(ids))]
-        c = self.config
-        scores = score_once(score_translations, gathered, c.target_language, c.length_bucket_edges, c.lowercase)
-        for key, value in scores["metrics"].items():
-            self.log(key, value)
-        self.scoring = {"signatures": scores["signatures"]}  # into the run record (repro.app.run)
-        if self.trainer.is_global_zero and self.trainer.default_root_dir:
-            folder = Path(self.trainer.default_root_dir)
-            if folder.is_dir():
-                write_atomic(folder / "test_translations.txt", "\n".join(scores["detokenized"]) + "\n")
-                write_atomic(folder / "test_scores.json", json.dumps(
-                    {"metrics": scores["metrics"], "signatures": scores["signatures"]}, indent=1, sort_keys=True) + "\n")
-
-    # --- decoding, shared by the test and `python -m repro translate` ----------------------------
-    @staticmethod
-    def initial_state(state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h, c) [layers, B, H] -> batch first [B, layers, H], as the beam search reorders dimension 0."""
-        return tuple(tensor.transpose(0, 1).contiguous() for tensor in state)
-
-    def step_function(self):
-        network, forbidden = self.network, [self.pad, self.bos]
-
-        def step(last_tokens: torch.Tensor, state):
-            h, c = (tensor.transpose(0, 1).contiguous() for tensor in state)
-            logits, (h, c) = network.decode(last_tokens.unsqueeze(1), (h, c))
-            logits = logits[:, 0]
-            logits[:, forbidden] = -math.inf  # never emit padding or a second <s>
-            return F.log_softmax(logits, dim=-1), (h.transpose(0, 1), c.transpose(0, 1))
-        return step
-
-    def search(self, state, batch_size: int, longest_source: int, step, beam_size: int) -> list[list[str]]:
-        results = beam_search(step, state, batch_size, self.bos, self.eos, beam_size,
-                              max_length=2 * longest_source + 10, length_normalization=self.config.length_normalization)
-        return [self.target_vocabulary.decode(hypotheses[0][0]) for hypotheses in results]
-
-    def encode_texts(self, texts: list[str]):
-        """Tokenize, encode (reversed when the model was trained so) and run the encoder: the beam's start."""
-        c = self.config
-        sources = []
-        for number, text in enumerate(texts, start=1):
-            tokens = tokenize(text, c.source_language, c.lowercase)
-            if not tokens:
-                raise UserError(f"input sentence {number} is empty")
-            if len(tokens) > c.max_length:
-                raise UserError(f"input sentence {number} has {len(tokens)} tokens, more than this model's "
-                                f"max_length={c.max_length}")
-            sources.append(torch.tensor(encode_source(tokens, self.source_vocabulary, c.reverse_source)))
-        lengths = torch.tensor([len(s) for s in sources])
-        padded = nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=self.pad).to(self.device)
-        return self.initial_state(self.network.encode(padded, lengths)), int(lengths.max())
-
-    def detokenize(self, tokens: list[str]) -> str:
-        return detokenize(tokens, self.config.target_language)
-
-
-def make_module(config: Sutskever2014Config, datamodule) -> Sutskever2014:
-    return Sutskever2014(config_to_dict(config), datamodule.source_vocabulary.to_dict(),
-                         datamodule.target_vocabulary.to_dict())
 
 
 register_paper(PaperEntry(
@@ -364,7 +251,7 @@ register_paper(PaperEntry(
     config_class=Sutskever2014Config,
     presets=PRESETS,
     module_class=Sutskever2014,
-    make_module=make_module,
+    make_module=Sutskever2014.from_datamodule,
     monitor=("val/ppl", "min"),
     figures=("bleu_by_length",),
 ))

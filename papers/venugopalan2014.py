@@ -58,10 +58,11 @@ from repro.captioning.images import load_image
 from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
 from repro.captioning.video import FRAME_STEP, decode_frames, is_image_file, mean_pool, pad_frames
-from repro.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, config_to_dict
+from repro.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from repro.errors import UserError
 from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
 from repro.training.distributed import gather_for_scoring
+from repro.training.optimizers import optimizer_from_config
 from repro.vocabulary import Vocabulary
 
 NAME = "venugopalan2014"
@@ -231,10 +232,7 @@ class Venugopalan2014(CaptioningModule):
         return mean_pool(visual.features, visual.lengths.to(visual.features.device))
 
     def caption_negative_log_likelihood(self, video: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
-        logits = self.network(video[batch.caption_owner], batch.captions[:, :-1])
-        nll = F.cross_entropy(logits.transpose(1, 2), batch.captions[:, 1:], ignore_index=self.pad_index,
-                              reduction="none")
-        return nll.sum(dim=1)
+        return self.caption_nll_of_logits(self.network(video[batch.caption_owner], batch.captions[:, :-1]), batch)
 
     def decoder_start(self, video: torch.Tensor):
         return self.network.start(video)
@@ -252,10 +250,9 @@ class Venugopalan2014(CaptioningModule):
 
     def configure_optimizers(self):
         c = self.config
+        optimizer = optimizer_from_config(self.network.parameters(), c)  # SGD with the solver's momentum, or Adam
         if c.optimizer == "adam":
-            return torch.optim.Adam(self.network.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
-        optimizer = torch.optim.SGD(self.network.parameters(), lr=c.learning_rate, momentum=c.momentum,
-                                    weight_decay=c.weight_decay)
+            return optimizer
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=c.lr_decay_every_steps, gamma=c.lr_decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -397,7 +394,7 @@ def transfer_from_image_run(module: Venugopalan2014, checkpoint: str) -> str:
 
 
 def make_module(config: Venugopalan2014Config, datamodule) -> Venugopalan2014:
-    module = Venugopalan2014(config_to_dict(config), datamodule.vocabulary.to_dict(), datamodule.visual_dim)
+    module = Venugopalan2014.from_datamodule(config, datamodule)
     if config.pretrained_on != "none" and not config.init_from:
         raise UserError(f"pretrained_on={config.pretrained_on}: needs --set init_from=CKPT, the best.ckpt of a {NAME} "
                         f"run on {config.pretrained_on.replace('+', ' then ')} image captions (e.g. python -m repro run "

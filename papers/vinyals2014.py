@@ -43,8 +43,9 @@ from torch import nn
 
 from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
-from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, config_to_dict
+from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.training.optimizers import optimizer_from_config
 
 NAME = "vinyals2014"
 
@@ -150,9 +151,7 @@ class Vinyals2014(CaptioningModule):
     def caption_negative_log_likelihood(self, image_features: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
         """Eq. 13: L(I, S) = -sum_t log p_t(S_t), one value per caption."""
         logits = self.network(image_features[batch.caption_owner], batch.captions[:, :-1])[:, 1:]
-        targets = batch.captions[:, 1:]
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=self.pad_index, reduction="none")
-        return nll.sum(dim=1)
+        return self.caption_nll_of_logits(logits, batch)
 
     def decoder_start(self, image_features: torch.Tensor):
         return self.network.start(image_features)
@@ -168,14 +167,8 @@ class Vinyals2014(CaptioningModule):
         return loss
 
     def configure_optimizers(self):
-        groups = self.parameter_groups(self.network, self.config.learning_rate)
-        if self.config.optimizer == "adam":
-            return torch.optim.Adam(groups, weight_decay=self.config.weight_decay)
-        return torch.optim.SGD(groups, momentum=0.0, weight_decay=self.config.weight_decay)
-
-
-def make_module(config: Vinyals2014Config, datamodule) -> Vinyals2014:
-    return Vinyals2014(config_to_dict(config), datamodule.vocabulary.to_dict(), datamodule.visual_dim)
+        # Sec. 4.3.1: SGD without momentum (the config has no momentum field), or Adam for the CPU presets
+        return optimizer_from_config(self.parameter_groups(self.network, self.config.learning_rate), self.config)
 
 
 register_paper(PaperEntry(
@@ -190,7 +183,7 @@ register_paper(PaperEntry(
     config_class=Vinyals2014Config,
     presets=PRESETS,
     module_class=Vinyals2014,
-    make_module=make_module,
+    make_module=Vinyals2014.from_datamodule,
     monitor=("val/cider_d", "max"),
     baselines=(retrieval_baseline,),
     figures=("caption_examples",),

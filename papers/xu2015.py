@@ -74,9 +74,10 @@ from torch import nn
 from repro.captioning.image_encoders import encoder_geometry
 from repro.captioning.module import UNKNOWN, CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
-from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, config_to_dict
+from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 from repro.registry import PaperEntry, PublishedResult, register_paper
 from repro.training.distributed import gather_for_scoring
+from repro.training.optimizers import optimizer_from_config
 
 NAME = "xu2015"
 
@@ -412,9 +413,7 @@ class Xu2015(CaptioningModule):
 
     def caption_nll(self, output: DecoderOutput, batch: CaptionBatch) -> torch.Tensor:
         """-log p(y | a) of each caption [C]: its words and <end> (Eq. 14's first term)."""
-        nll = F.cross_entropy(output.logits.transpose(1, 2), batch.captions[:, 1:], ignore_index=self.pad_index,
-                              reduction="none")
-        return nll.sum(dim=1)
+        return self.caption_nll_of_logits(output.logits, batch)
 
     def caption_negative_log_likelihood(self, annotations: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
         return self.caption_nll(self.teacher_forced(annotations, batch), batch)
@@ -483,7 +482,7 @@ class Xu2015(CaptioningModule):
     def configure_optimizers(self):
         groups = self.parameter_groups(self.network, self.config.learning_rate)
         if self.config.optimizer == "adam":
-            return torch.optim.Adam(groups)
+            return optimizer_from_config(groups, self.config)
         # the released optimizers.py's RMSProp: Graves' centred variant, decay 0.95, momentum 0.9
         return torch.optim.RMSprop(groups, alpha=0.95, momentum=0.9, centered=True, eps=1e-4)
 
@@ -547,10 +546,6 @@ class Xu2015(CaptioningModule):
 
 # --- registration -----------------------------------------------------------------------------------------------
 
-def make_module(config: Xu2015Config, datamodule) -> Xu2015:
-    return Xu2015(config_to_dict(config), datamodule.vocabulary.to_dict(), datamodule.visual_dim)
-
-
 register_paper(PaperEntry(
     name=NAME,
     title="Show, attend and tell: neural image caption generation with visual attention (soft and hard)",
@@ -563,7 +558,7 @@ register_paper(PaperEntry(
     config_class=Xu2015Config,
     presets=PRESETS,
     module_class=Xu2015,
-    make_module=make_module,
+    make_module=Xu2015.from_datamodule,
     monitor=("val/bleu_4", "max"),  # Sec. 4.3: early stopping on BLEU
     baselines=(retrieval_baseline,),
     figures=("caption_examples", "attention_maps"),

@@ -13,7 +13,6 @@ from papers.mikolov2010 import (
     Mikolov2010Config,
     assign_classes,
     learning_rate_schedule,
-    make_module,
 )
 
 
@@ -62,7 +61,7 @@ def test_one_class_is_exactly_the_full_softmax():
 def _model(corpus, **overrides):
     config = Mikolov2010Config(**{"hidden_size": 8, "num_classes": 3, "eval_bptt": 4, **overrides})
     data = PennTreebankDataModule(corpus, batch_size=2, bptt=5, eval_bptt=4, check_standard_ptb=False)
-    return make_module(config, data), data
+    return Mikolov2010.from_datamodule(config, data), data
 
 
 def test_perplexity_matches_a_hand_computation_word_by_word(tiny_corpus):

@@ -83,9 +83,9 @@ def test_beam_size_one_is_greedy_decoding():
     source = torch.tensor([[4, 5, 6, 7], [5, 5, 4, 0]])
     lengths = torch.tensor([4, 3])
     with torch.no_grad():
-        state = module.network.encode(source, lengths)
-        beam = module.search(module.initial_state(state), 2, 4, module.step_function(), beam_size=1)
-        step, current = module.step_function(), module.initial_state(state)
+        state = module.encode_sources(source, lengths)
+        beam = module.search(state, 2, 4, module.step_function(), beam_size=1)
+        step, current = module.step_function(), state
         tokens, greedy = torch.full((2,), module.bos), [[], []]
         finished = [False, False]
         for _ in range(2 * 4 + 10):

@@ -20,7 +20,9 @@ from repro.app.run import RunRequest, check_writable, run
 from repro.app.submit import submit
 from repro.app.tables import check_tables, write_tables
 from repro.app.translate import run_translate
+from repro.captioning.module import CaptioningModule
 from repro.errors import UserError
+from repro.language_modeling.module import LanguageModelModule
 from repro.registry import all_papers
 from repro.training.trainer import TrainerOptions
 
@@ -193,7 +195,7 @@ def command_data(args: argparse.Namespace) -> None:
 def command_sample(args: argparse.Namespace) -> None:
 
     module = load_module(args.ckpt)
-    if not hasattr(module, "sample_text"):
+    if not isinstance(module, LanguageModelModule):
         raise UserError(f"--ckpt {args.ckpt}: {module.hparams.get('paper')} does not generate free text")
     for line in module.sample_text(args.sentences, args.temperature, args.seed):
         print(line)
@@ -204,7 +206,7 @@ def command_caption(args: argparse.Namespace) -> None:
     if args.figure:  # said before the model is loaded and run, not after
         check_writable(args.figure.parent, "--figure")
     module = load_module(args.ckpt)
-    if not hasattr(module, "caption_files"):
+    if not isinstance(module, CaptioningModule):
         raise UserError(f"--ckpt {args.ckpt}: {module.hparams.get('paper')} is not a captioner")
     captions = module.caption_files(args.images, args.beam_size)
     for path, caption in zip(args.images, captions):

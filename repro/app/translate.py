@@ -15,12 +15,13 @@ import torch
 from repro.app.checkpoints import load_module
 from repro.decoding.beam_search import ensemble_step
 from repro.errors import UserError
+from repro.translation.module import TranslationModule
 
 
-def load_translators(checkpoints: list[Path]) -> list:
+def load_translators(checkpoints: list[Path]) -> list[TranslationModule]:
     modules = [load_module(path) for path in checkpoints]
     for path, module in zip(checkpoints, modules):
-        if not hasattr(module, "encode_texts"):
+        if not isinstance(module, TranslationModule):
             raise UserError(f"--ckpt {path}: {module.hparams.get('paper')} is not a translation model")
     first = modules[0].target_vocabulary.words
     for path, module in zip(checkpoints[1:], modules[1:]):
@@ -31,7 +32,7 @@ def load_translators(checkpoints: list[Path]) -> list:
 
 
 @torch.no_grad()
-def translate(modules: list, sentences: list[str], beam_size: int | None = None, batch_size: int = 32) -> list[str]:
+def translate(modules: list[TranslationModule], sentences: list[str], beam_size: int | None = None, batch_size: int = 32) -> list[str]:
     """Detokenized translations of ``sentences`` (beam size: the first model's config unless given)."""
     lead = modules[0]
     beam_size = beam_size or lead.config.beam_size

@@ -19,11 +19,13 @@ They share data, decoding, scoring, examples and the ``caption`` command through
 
       visual_context(visual)                      -> what the decoder conditions on
       caption_negative_log_likelihood(context, batch) -> [C] summed -log p of each caption's words
-                                                     (<end> included, <start> not)
+                                                     (<end> included, <start> not); most papers
+                                                     return ``caption_nll_of_logits(logits, batch)``
       decoder_start(context)                      -> decoder state, first dimension = media
       decoder_step(last_words, state)             -> (log-probabilities [rows, V], new state)
 
-  plus its training step and optimiser. Validation (teacher-forced perplexity and captions scored by
+  plus its training step and optimiser (``repro.training.optimizers.optimizer_from_config`` over
+  ``parameter_groups``), and registers ``make_module=ItsModule.from_datamodule``. Validation (teacher-forced perplexity and captions scored by
   CIDEr-D/BLEU every epoch), test (beam search, coco-caption metrics over predictions gathered from
   every process), ``test_captions.json``, the record's examples and ``python -m repro caption`` are
   here, once. Optional hooks: ``example_extras`` (e.g. attention maps of the record's example
@@ -45,10 +47,19 @@ from typing import Callable, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from repro.captioning.image_encoders import build_encoder
 from repro.captioning.images import load_image
-from repro.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, TrainingConfig, config_from_dict
+from repro.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    TrainingConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from repro.decoding.beam_search import beam_search
 from repro.files import write_atomic
 from repro.metrics.captions import score_captions
@@ -166,6 +177,12 @@ class CaptioningModule(L.LightningModule):
         self._evaluated: dict[str, list] = {"val": [], "test": []}
         self.test_outputs: dict[str, dict] = {}  # id -> caption, references, media, extras (after test)
 
+    @classmethod
+    def from_datamodule(cls, config: CaptionerConfig, datamodule) -> CaptioningModule:
+        """The paper's module for a run: its config, the datamodule's vocabulary and visual feature size
+        (what a paper registers as ``make_module``)."""
+        return cls(config_to_dict(config), datamodule.vocabulary.to_dict(), datamodule.visual_dim)
+
     def _build_encoder(self):
 
         return build_encoder(self.config.encoder, self.config.encoder_weights, self.config.image_size or None)
@@ -222,6 +239,13 @@ class CaptioningModule(L.LightningModule):
     def caption_word_counts(self, batch: CaptionBatch) -> torch.Tensor:
         """Words each caption's likelihood covers: its words and <end>, not <start> or padding."""
         return (batch.captions[:, 1:] != self.pad_index).sum(dim=1)
+
+    def caption_nll_of_logits(self, logits: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
+        """[C] summed -log p of each caption's words from teacher-forced logits [C, T - 1, V], where
+        position t predicts ``batch.captions[:, t + 1]`` (<end> scored, padding not)."""
+        nll = F.cross_entropy(logits.transpose(1, 2), batch.captions[:, 1:], ignore_index=self.pad_index,
+                              reduction="none")
+        return nll.sum(dim=1)
 
     def training_nll(self, batch: CaptionBatch) -> torch.Tensor:
         """[C] summed NLL of each training caption; adds them to the epoch's training perplexity."""

@@ -21,7 +21,12 @@ import numpy as np
 import pytest
 
 from datamodules.translation import prepared as prepared_module
-from datamodules.translation.parallel_text import ParallelFiles, ParallelTextDataModule, TatoebaPairs, parallel_text_spec
+from datamodules.translation.parallel_text import (
+    ParallelFiles,
+    ParallelTextDataModule,
+    TatoebaPairs,
+    parallel_text_spec,
+)
 from datamodules.translation.prepared import PreparedCorpus, corpus_key, prepare, prepared_folder
 from datamodules.translation.sample import generate
 from repro.errors import UserError

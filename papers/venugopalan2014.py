@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.captioning.attributes import attribute_accuracy
 from repro.captioning.images import load_image
 from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
@@ -289,35 +290,7 @@ class Venugopalan2014(CaptioningModule):
         visual = pad_frames(clips)
         return Visual("frames", visual.features.to(self.device), lengths=visual.lengths.to(self.device))
 
-# --- what the embedded sample checks: attribute words in the captions --------------------------------------
-
-ATTRIBUTE_WORDS = {
-    "colour": {c: {c} for c in ("red", "green", "blue", "yellow", "purple")},
-    "kind": {k: {k} for k in ("circle", "square", "triangle")},
-    "direction": {"left": {"left", "leftward"}, "right": {"right", "rightward"}, "up": {"up", "upward"},
-                  "down": {"down", "downward"}},
-}
-
-
-def attribute_accuracy(captions: dict[str, str], annotations: dict[str, dict]) -> dict[str, float]:
-    """% of clips whose caption names the clip's colour / kind / direction of motion, and no other.
-
-    Only clips annotated with a moving object (the embedded motion sample) count; on other data this
-    returns nothing. A caption that names two colours (or kinds, or directions) is wrong for that one.
-    """
-    scores: dict[str, list[bool]] = {name: [] for name in ATTRIBUTE_WORDS}
-    for medium, annotation in annotations.items():
-        if medium not in captions:
-            continue
-        target = annotation["objects"][0]
-        if "direction" not in target:
-            continue
-        words = set(captions[medium].lower().replace(".", " ").split())
-        for attribute, values in ATTRIBUTE_WORDS.items():
-            named = {value for value, spellings in values.items() if words & spellings}
-            scores[attribute].append(named == {target[attribute]})
-    return {f"{attribute}_accuracy": 100.0 * sum(hits) / len(hits) for attribute, hits in scores.items() if hits}
-
+# --- the retrieval baseline, with the embedded sample's attribute check -----------------------------------
 
 def retrieval_with_attributes(config, datamodule) -> BaselineResult:
     """Nearest-neighbour retrieval (Devlin et al. 2015) on the clips' mean frame vectors.
@@ -385,9 +358,6 @@ def transfer_from_image_run(module: Venugopalan2014, checkpoint: str) -> str:
     return (f"TRANSFER: initialised from the image-caption run {path} ({target.pretrained_on}): both LSTM layers "
             f"and the video weights copied; {len(shared)} of this run's {len(new)} words (of its {len(old)}) "
             f"carried over their embedding and output rows, {len(new) - len(shared)} start fresh")
-
-
-# --- figures ----------------------------------------------------------------------------------------------
 
 
 # --- building the run ------------------------------------------------------------------------------------

@@ -268,7 +268,7 @@ def test_transfer_from_an_image_run_copies_lstms_and_shared_words(tmp_path):
 
 
 def test_attribute_accuracy_by_hand():
-    from papers.venugopalan2014 import attribute_accuracy
+    from repro.captioning.attributes import attribute_accuracy
 
     truth = {"objects": [{"colour": "red", "kind": "square", "direction": "left"}]}
     scores = attribute_accuracy({"a": "a red square moves to the left", "b": "a red circle heading rightward",

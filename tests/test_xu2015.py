@@ -15,8 +15,6 @@ from papers.xu2015 import (
     Xu2015,
     Xu2015Config,
     attention_entropy,
-    attention_in_boxes,
-    box_cell_fractions,
     doubly_stochastic_penalty,
     hard_attention_draws,
     location_log_probability,
@@ -24,6 +22,7 @@ from papers.xu2015 import (
     sample_locations,
 )
 from repro.app.cli import main
+from repro.captioning.attention_in_box import attention_in_boxes, box_cell_fractions
 from repro.captioning.module import CaptionBatch, Visual
 from repro.config import config_to_dict
 

@@ -293,7 +293,7 @@ def _run(request: RunRequest) -> dict | None:
         with warnings.catch_warnings():  # no batch at all is refused below, in one line
             warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_checkpoint) if resume_checkpoint else None)
-        if not trainer.interrupted:
+        if not trainer.interrupted and resume_checkpoint is None:
             check_trained(trainer, dataset.name, config)
     except BaseException:
         if created is not None and trainer.global_step == 0:  # refused before its first step: leave nothing

@@ -213,3 +213,17 @@ def test_cli_bad_folder_and_encoder_are_one_line_errors(tmp_path, capsys):
     write_images(tmp_path / "photos", 1)
     assert main(["features", "extract", "x", "--images", str(tmp_path / "photos"), "--encoder", "vgg17"]) == 2
     assert "unknown image encoder 'vgg17'" in capsys.readouterr().err
+
+
+def test_building_the_cache_leaves_the_random_generators_as_they_were(tmp_path, fresh_cache):
+    """A run that extracts the features trains exactly as one that finds them cached (same seed, same numbers)."""
+    from datamodules.captioning.feature_cache import cached_features
+    from repro.captioning.image_encoders import build_encoder
+
+    images = write_images(tmp_path / "images", 3)
+    encoder = build_encoder("efficientnet-lite0", "random", 64)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    cached_features("rng", images, encoder, batch_size=2, progress=False)  # builds the cache
+    assert torch.equal(torch.rand(3), expected)

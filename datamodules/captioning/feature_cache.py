@@ -263,7 +263,10 @@ def cached_features(dataset: str, images: dict[str, Path], encoder, spatial: boo
             items = sorted((image_id, Path(file)) for image_id, file in images.items())
             was_training = encoder.training
             try:
-                _extract(path, items, encoder, spatial, batch_size, num_workers, device, progress)
+                # the global random generators are left as they were: a run that builds the cache then
+                # trains exactly as one that finds it built (a DataLoader draws its base seed from them)
+                with torch.random.fork_rng(devices=[]):
+                    _extract(path, items, encoder, spatial, batch_size, num_workers, device, progress)
             except KeyboardInterrupt:
                 marker = path / "progress.json"
                 done = json.loads(marker.read_text())["done"] if marker.is_file() else 0

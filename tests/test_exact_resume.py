@@ -11,7 +11,8 @@ The state that has to travel: the random generators (dropout is on in every case
 mid-epoch (the LM's chunks, the translation batch sampler), the LM's carried hidden state and its
 epoch's training sums, mikolov2010's L2 decay and validation-driven schedule (halving starts within the
 run here: ``min_improvement`` is set high), sutskever2014's step-wise LambdaLR (its decay starts
-mid-run here), and for xu2015 the hard-attention moving-average baseline.
+mid-run here), venugopalan2014's StepLR (SGD, halved every 50 steps), the captioners' training sums of
+the epoch (train/ppl_epoch), and for xu2015 the hard-attention moving-average baseline.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def check_resumes(paper: str, args: list[str], choose, tmp_path: Path) -> list[t
     for step, epoch, done in chosen:
         shutil.rmtree(run_dir)
         shutil.copytree(snapshots / f"step-{step}", run_dir)
-        resumed = run(args, tmp_path, tmp_path / f"results-{step}", resume=run_dir)
+        resumed_snapshots = tmp_path / f"snapshots-resumed-{step}"
+        resumed = run(args, tmp_path, tmp_path / f"results-{step}", resume=run_dir, snapshots=resumed_snapshots)
         where = f"{paper} resumed at step {step} (epoch {epoch}, batch {done})"
         assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
         assert resumed["metrics"] == reference["metrics"], where  # bit for bit
@@ -133,7 +135,10 @@ def check_resumes(paper: str, args: list[str], choose, tmp_path: Path) -> list[t
             expected = by_epoch[entry["epoch"]]
             assert {key: expected[key] for key in entry} == entry, where
             assert {key for key in expected if key != "lr"} <= entry.keys(), where
-        assert_identical(training_state(run_dir / "checkpoints" / "last.ckpt"), final, where)
+        # the state at the reference's last checkpoint (venugopalan2014's uninterrupted run writes none after
+        # its last epoch's validation, a resumed one does: compared at the same step)
+        same_step = resumed_snapshots / f"step-{final['global_step']}" / "checkpoints" / "last.ckpt"
+        assert_identical(training_state(same_step), final, where)
     return chosen
 
 
@@ -178,3 +183,18 @@ def test_xu2015_hard_attention_resumes_exactly_from_any_step(tmp_path):
         return [middle[2], end_of_epoch[0], [p for p in middle if p[1] == 1][-2]]
 
     check_resumes("xu2015", ATTENTION, choose, tmp_path)
+
+
+@pytest.mark.slow
+def test_venugopalan2014_resumes_exactly_from_any_step(tmp_path):
+    """The embedded motion sample; SGD with its StepLR halving the rate every 50 steps, so resumes fall between decays."""
+    args = ["venugopalan2014", "--preset", "smoke", "--set", "optimizer=sgd", "--set", "batch_size=20",
+            "--set", "lr_decay_every_steps=50", "--set", "lr_decay=0.5", "--max-epochs", "2"]
+
+    def choose(positions):
+        batches = max(done for _, _, done in positions)
+        middle = mid_epoch(positions, batches)
+        end_of_epoch = [p for p in positions if p[2] == batches and p[1] == 0]
+        return [middle[len(middle) // 3], end_of_epoch[0], [p for p in middle if p[1] == 1][-3]]
+
+    check_resumes("venugopalan2014", args, choose, tmp_path)

@@ -152,7 +152,7 @@ def test_mikolov2010_resumes_exactly_from_any_step(tmp_path):
         middle = mid_epoch(positions, batches)
         on_decay = [p for p in middle if p[0] % 10 == 0]  # the L2 decay's update
         end_of_epoch = [p for p in positions if p[2] == batches and p[1] == 0]
-        return [on_decay[1], end_of_epoch[0], [p for p in middle if p[1] == 1 and p[0] % 10 == 7][0],
+        return [on_decay[1], end_of_epoch[0], next(p for p in middle if p[1] == 1 and p[0] % 10 == 7),
                 [p for p in on_decay if p[1] == 1][-1]]
 
     chosen = check_resumes("mikolov2010", LM, choose, tmp_path)

@@ -446,8 +446,15 @@ class Mikolov2010(LanguageModelModule):
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_index) -> None:
-        self._l2_decay(self.trainer.optimizers[0], self.global_step)
+    def optimizer_step(self, epoch, batch_index, optimizer, optimizer_closure=None) -> None:
+        """The step, then the L2 decay of every 10th update, before any callback can save a checkpoint.
+
+        (From on_train_batch_end the decay came after Lightning's checkpoint callbacks, so a checkpoint
+        saved on a 10th update lacked that update's decay, and a run resumed from it lost one.) Lightning
+        counts the step only after this hook returns, so this is update ``global_step + 1``.
+        """
+        super().optimizer_step(epoch, batch_index, optimizer, optimizer_closure)
+        self._l2_decay(optimizer, self.global_step + 1)
 
     # --- the learning-rate schedule (Sec. 2.1), after each epoch's validation ---------------------
     def after_validation(self, perplexity: float) -> None:

@@ -162,6 +162,17 @@ def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):
     assert bad.returncode == 2 and "error: --input" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_translate_warns_of_a_sentence_without_a_known_source_word(smoke_run):
+    env, root, record = smoke_run
+    result = repro("translate", "--ckpt", record["best_checkpoint"], "--beam-size", "1", "the big cat sees a dog .",
+                   "qwzx vvjk", "a car .", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.strip("\n").splitlines()) == 3  # still one line per input
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: input sentence")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: input sentence 2 has no word in the model's "
+                                                         "source vocabulary"), result.stderr[-2000:]
+
+
 @pytest.mark.filterwarnings("ignore:No artists with labels")  # errorbar is replaced by a recorder
 def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, monkeypatch):
     """Fig. 3 per dataset: one line per (preset, order), the mean over the seeds of the newest config

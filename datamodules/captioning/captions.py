@@ -33,7 +33,7 @@ from typing import Callable
 import lightning as L
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 from datamodules.captioning.feature_cache import cached_features
 from datamodules.captioning.flickr8k_text import (
@@ -46,6 +46,7 @@ from datamodules.captioning.flickr8k_text import (
     read_split,
 )
 from datamodules.catalog import DatasetSpec, Source, download, get_dataset, register_dataset, unzip
+from datamodules.resumable import ResumableDataLoader
 from repro.captioning.image_encoders import build_encoder, describe, get_spec
 from repro.captioning.images import load_image
 from repro.captioning.module import END, PAD, SPECIALS, START, UNKNOWN, CaptionBatch, EvaluationSet, Visual
@@ -502,8 +503,11 @@ class CaptionDataModule(L.LightningDataModule):
         items = self.split_items("train", per_caption=True)
         # the same sampler with one process, so a run's order does not depend on the world size
         sampler = DistributedSampler(items, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
-        return DataLoader(items, batch_size=self.batch_size // world, sampler=sampler, collate_fn=self._collate,
-                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # the batches DataLoader(batch_size=..., sampler=..., drop_last=True) makes, in a loader that a run
+        # resumed mid-epoch continues at the right batch (datamodules/resumable.py)
+        batches = BatchSampler(sampler, self.batch_size // world, drop_last=True)
+        return ResumableDataLoader(items, batch_sampler=batches, collate_fn=self._collate,
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def evaluation_dataloader(self, split: str) -> DataLoader:
         rank, world = self._rank_and_world()

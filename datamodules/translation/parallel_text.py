@@ -52,6 +52,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.catalog import DatasetSpec, get_dataset, numbered_lines
+from datamodules.resumable import ResumableDataLoader
 from datamodules.translation.prepared import PreparedCorpus, StreamStats, cached_md5, prepare
 from repro.errors import UserError
 from repro.translation.text import BOS, EOS, SPECIALS, UNKNOWN
@@ -494,7 +495,9 @@ class ParallelTextDataModule(L.LightningDataModule):
         sampler = BucketBatchSampler(dataset.lengths(), self.batch_size if shuffle else self.eval_batch_size,
                                      shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
         bos, eos = self.target_vocabulary.index(BOS), self.target_vocabulary.index(EOS)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=lambda e: collate(e, bos, eos))
+        # training resumes mid-epoch at the right batch (datamodules/resumable.py)
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(dataset, batch_sampler=sampler, collate_fn=lambda e: collate(e, bos, eos))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

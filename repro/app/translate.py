@@ -8,6 +8,7 @@ model can be ensembled; their target vocabularies must be the same.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -41,7 +42,8 @@ def translate(modules: list[TranslationModule], sentences: list[str], beam_size:
     translations = []
     for start in range(0, len(sentences), batch_size):
         chunk = sentences[start:start + batch_size]
-        encoded = [module.encode_texts(chunk) for module in modules]
+        encoded = [module.encode_texts(chunk, first_number=start + 1) for module in modules]
+        warn_unknown_sources(modules, chunk, start + 1)
         longest = max(length for _, length in encoded)
         if len(modules) == 1:
             step, state = lead.step_function(), encoded[0][0]
@@ -50,6 +52,17 @@ def translate(modules: list[TranslationModule], sentences: list[str], beam_size:
         for tokens in lead.search(state, len(chunk), longest, step, beam_size):
             translations.append(lead.detokenize(tokens))
     return translations
+
+
+def warn_unknown_sources(modules: list[TranslationModule], sentences: list[str], first_number: int) -> None:
+    """A warning on stderr for each sentence with no word in a model's source vocabulary: it translates
+    to an empty or meaningless line, which would otherwise pass for a translation."""
+    for number, sentence in enumerate(sentences, start=first_number):
+        if any(module.unknown_source(sentence) for module in modules):
+            model = "the model's" if len(modules) == 1 else "a model's"
+            print(f"warning: input sentence {number} has no word in {model} source vocabulary; its translation "
+                  f"is meaningless (the vocabulary is the training corpus's, language "
+                  f"{modules[0].config.source_language!r})", file=sys.stderr, flush=True)
 
 
 def read_input(sentences: list[str], input_file: Path | None) -> list[str]:

@@ -173,6 +173,7 @@ class CaptioningModule(L.LightningModule):
         self.pad_index = self.vocabulary.index(PAD)
         self.perplexity = torch.nn.ModuleDict({split: Perplexity() for split in ("val", "test")})
         self.training_perplexity = Perplexity()
+        self._restored_training_totals = None  # the epoch's sums so far, from a mid-epoch checkpoint
         self.encoder = self._build_encoder() if self.config.fine_tune_encoder else None
         self._evaluated: dict[str, list] = {"val": [], "test": []}
         self.test_outputs: dict[str, dict] = {}  # id -> caption, references, media, extras (after test)
@@ -258,6 +259,26 @@ class CaptioningModule(L.LightningModule):
         if self.training_perplexity.update_called:
             self.log("train/ppl_epoch", float(self.training_perplexity.compute()))
             self.training_perplexity.reset()
+
+    # --- the epoch's training sums travel with a mid-epoch checkpoint, so train/ppl_epoch is the whole epoch's --
+    def on_save_checkpoint(self, checkpoint) -> None:
+        # every process runs this hook (rank 0 writes the file): the sums of all processes, summed
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        if self.trainer.training and 0 < progress.processed < self.trainer.num_training_batches:
+            metric = self.training_perplexity
+            totals = torch.stack([metric.negative_log_likelihood, metric.tokens])
+            if self.trainer.world_size > 1:
+                totals = self.all_gather(totals).reshape(-1, 2).sum(0)
+            checkpoint["training_totals"] = {"epoch": self.current_epoch, "totals": totals.cpu()}
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        self._restored_training_totals = checkpoint.get("training_totals")
+
+    def on_train_start(self) -> None:
+        # a run resumed mid-epoch: rank 0 holds the sums of the epoch so far (the metric sums over processes)
+        restored, self._restored_training_totals = self._restored_training_totals, None
+        if restored is not None and restored["epoch"] == self.current_epoch and self.global_rank == 0:
+            self.training_perplexity.update(*restored["totals"].to(self.device))
 
     def words_to_text(self, words: list[int]) -> str:
         # <unk> is written as "UNK" (as neuraltalk2 does); the PTB tokenizer would split "<unk>" into pieces

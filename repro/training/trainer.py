@@ -76,7 +76,19 @@ class MidEpochCheckpoint(ModelCheckpoint):
 class RandomStateInCheckpoint(Callback):
     """Lightning restores weights, optimizer and loop state; this adds the random generators (torch,
     CUDA, numpy, Python; those of the saving process), so dropout and sampling continue as if the run
-    had never stopped."""
+    had never stopped.
+
+    The saved generators are put back at the start of training, the last moment before the first
+    resumed step, not when Lightning loads the checkpoint: what the run draws while it is set up again
+    (configuring optimizers, starting the loaders) was drawn in the uninterrupted run before the
+    checkpoint, so it must not move the generators on. Then the training loader is started again from
+    its saved position (``restart_training_data``): its start draws one number, as the uninterrupted
+    run's did at the start of each epoch (a loader resumed mid-epoch keeps that draw out, see
+    datamodules/resumable.py).
+    """
+
+    def __init__(self):
+        self._to_restore = None
 
     def state_dict(self) -> dict:
         states = _collect_rng_states()
@@ -86,16 +98,44 @@ class RandomStateInCheckpoint(Callback):
         return {"rng": states}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        states = dict(state_dict["rng"])
-        if "numpy" in states:
-            import numpy as np
+        self._to_restore = state_dict
 
-            kind, keys, position, has_gauss, gauss = states["numpy"]
-            states["numpy"] = (kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss)
-        cuda = states.get("torch.cuda")
-        if cuda is not None and (not torch.cuda.is_available() or len(cuda) != torch.cuda.device_count()):
-            states.pop("torch.cuda")  # resumed on other hardware: the GPU generators cannot carry over
-        _set_rng_states(states)
+    def on_train_start(self, trainer, pl_module) -> None:
+        saved, self._to_restore = self._to_restore, None
+        if saved is not None:  # a resumed run
+            _restore_rng_states(saved)
+            restart_training_data(trainer)
+
+
+def _restore_rng_states(state_dict: dict) -> None:
+    states = dict(state_dict["rng"])
+    if "numpy" in states:
+        import numpy as np
+
+        kind, keys, position, has_gauss, gauss = states["numpy"]
+        states["numpy"] = (kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss)
+    cuda = states.get("torch.cuda")
+    if cuda is not None and (not torch.cuda.is_available() or len(cuda) != torch.cuda.device_count()):
+        states.pop("torch.cuda")  # resumed on other hardware: the GPU generators cannot carry over
+    _set_rng_states(states)
+
+
+def restart_training_data(trainer: L.Trainer) -> None:
+    """In a resumed run, give the training loader its saved position (the batches of the epoch already
+    trained on) if Lightning has not, and start its iteration again.
+
+    Lightning gives the position when it sets up the training data after restoring the loops, and starts
+    iterating right then. A module that asks for ``trainer.estimated_stepping_batches`` in
+    ``configure_optimizers`` (a schedule per step) makes Lightning set the data up and start iterating
+    earlier, before the loops are restored: the position would never be given, and the resumed epoch
+    would start from its first batch again. (Lightning 2.6's fit loop; tests/test_exact_resume.py checks
+    the result.)
+    """
+    loop = trainer.fit_loop
+    if loop._combined_loader is None or loop._data_fetcher is None:
+        return
+    loop._load_combined_loader_states()  # nothing when Lightning gave the position already
+    iter(loop._data_fetcher)
 
 
 class StopOnNonFiniteLoss(Callback):

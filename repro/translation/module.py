@@ -171,12 +171,18 @@ class TranslationModule(L.LightningModule):
                               max_length=2 * longest_source + 10, length_normalization=self.config.length_normalization)
         return [self.target_vocabulary.decode(hypotheses[0][0]) for hypotheses in results]
 
-    def encode_texts(self, texts: list[str]):
+    def unknown_source(self, text: str) -> bool:
+        """True when no token of ``text`` is in the source vocabulary: the encoder would read only <unk>,
+        and the translation would be the model's guess for a sentence of unknown words."""
+        tokens = tokenize(text, self.config.source_language, self.config.lowercase)
+        return not any(token in self.source_vocabulary for token in tokens)
+
+    def encode_texts(self, texts: list[str], first_number: int = 1):
         """Tokenize, encode (reversed when the model was trained so) and run the encoder: the beam's start
-        and the longest source's length."""
+        and the longest source's length. ``first_number``: the number of ``texts[0]`` in the input (for errors)."""
         c = self.config
         sources = []
-        for number, text in enumerate(texts, start=1):
+        for number, text in enumerate(texts, start=first_number):
             tokens = tokenize(text, c.source_language, c.lowercase)
             if not tokens:
                 raise UserError(f"input sentence {number} is empty")

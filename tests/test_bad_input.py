@@ -232,6 +232,8 @@ def built(paper: str) -> bool:
 TRANSLATION_CASES = [
     ("parallel files of different lengths", lambda t: parallel_files(t, train_en="a cat\nthe dog\nhello\n"),
      r"\S*/parallel/train.en has 3 lines but \S*/parallel/train.fr has 1: parallel files must be line-aligned"),
+    ("an empty validation split", lambda t: parallel_files(t, valid_en="", valid_fr=""),
+     r"parallel: the valid split is empty"),
     ("a missing side of a parallel corpus", lambda t: parallel_files(t, valid_fr=None),
      r"\S*/parallel/valid.fr \(or .gz\) not found: no 'fr' side for the valid split"),
 ]

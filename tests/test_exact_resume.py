@@ -159,15 +159,20 @@ def test_mikolov2010_resumes_exactly_from_any_step(tmp_path):
     assert any(step % 10 == 0 for step, _, _ in chosen)
 
 
-@pytest.mark.slow
-def test_sutskever2014_resumes_exactly_from_any_step(tmp_path):
+def mid_end_mid(first, from_end: int):
+    """Resume points: a mid-epoch step of the first epoch (``first(count of them)``), the first epoch's
+    end, and a mid-epoch step ``from_end`` from the second epoch's end."""
     def choose(positions):
         batches = max(done for _, _, done in positions)
         middle = mid_epoch(positions, batches)
         end_of_epoch = [p for p in positions if p[2] == batches and p[1] == 0]
-        return [middle[len(middle) // 4], end_of_epoch[0], [p for p in middle if p[1] == 1][-2]]
+        return [middle[first(len(middle))], end_of_epoch[0], [p for p in middle if p[1] == 1][-from_end]]
+    return choose
 
-    check_resumes("sutskever2014", TRANSLATOR, choose, tmp_path)
+
+@pytest.mark.slow
+def test_sutskever2014_resumes_exactly_from_any_step(tmp_path):
+    check_resumes("sutskever2014", TRANSLATOR, mid_end_mid(lambda count: count // 4, 2), tmp_path)
 
 
 @pytest.mark.slow
@@ -176,13 +181,7 @@ def test_xu2015_hard_attention_resumes_exactly_from_any_step(tmp_path):
 
     write_flickr8k(tmp_path / "data", per_split=(12, 4, 4))
 
-    def choose(positions):
-        batches = max(done for _, _, done in positions)
-        middle = mid_epoch(positions, batches)
-        end_of_epoch = [p for p in positions if p[2] == batches and p[1] == 0]
-        return [middle[2], end_of_epoch[0], [p for p in middle if p[1] == 1][-2]]
-
-    check_resumes("xu2015", ATTENTION, choose, tmp_path)
+    check_resumes("xu2015", ATTENTION, mid_end_mid(lambda count: 2, 2), tmp_path)
 
 
 @pytest.mark.slow
@@ -191,10 +190,4 @@ def test_venugopalan2014_resumes_exactly_from_any_step(tmp_path):
     args = ["venugopalan2014", "--preset", "smoke", "--set", "optimizer=sgd", "--set", "batch_size=20",
             "--set", "lr_decay_every_steps=50", "--set", "lr_decay=0.5", "--max-epochs", "2"]
 
-    def choose(positions):
-        batches = max(done for _, _, done in positions)
-        middle = mid_epoch(positions, batches)
-        end_of_epoch = [p for p in positions if p[2] == batches and p[1] == 0]
-        return [middle[len(middle) // 3], end_of_epoch[0], [p for p in middle if p[1] == 1][-3]]
-
-    check_resumes("venugopalan2014", args, choose, tmp_path)
+    check_resumes("venugopalan2014", args, mid_end_mid(lambda count: count // 3, 3), tmp_path)

@@ -89,6 +89,19 @@ def hardware(trainer=None) -> dict[str, Any]:
     return info
 
 
+def determinism(trainer=None) -> dict[str, Any]:
+    """What else a run's numbers depend on, beside its seed, config, data and code: the same seed on the
+    same machine (CPU, thread count, library versions) gives the same numbers bit for bit; elsewhere,
+    floating-point sums run in another order and the numbers move within a seed-to-seed spread."""
+    info: dict[str, Any] = {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+                            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()
+                            if torch.backends.cudnn.is_available() else None}
+    if trainer is not None:
+        info["precision"] = str(trainer.precision)
+    return info
+
+
 def read_history(logs_dir: Path) -> list[dict[str, float]]:
     """Per-epoch values from Lightning's CSV logs, across resumed segments (versions): every ``val/*``
     metric, every epoch-level training metric (``train/*_epoch``) and the learning rate ``lr`` (its

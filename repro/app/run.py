@@ -21,7 +21,8 @@ import lightning as L
 import torch
 
 from datamodules.catalog import choose_dataset, resolve_data_dir
-from repro.app.records import git_state, hardware, library_versions, read_history, write_record
+from repro.app.fingerprints import code_record
+from repro.app.records import determinism, git_state, hardware, library_versions, read_history, write_record
 from repro.config import config_to_dict, resolve_config
 from repro.errors import UserError
 from repro.files import write_atomic
@@ -30,6 +31,7 @@ from repro.training.batch_scaling import scaling_record
 from repro.training.trainer import TrainerOptions, build_trainer
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
+FIRST_STEPS = 20  # training losses a record keeps, for `repro verify` to replay at HEAD
 
 
 @dataclass
@@ -47,6 +49,7 @@ class RunRequest:
     results: str = "results"
     print_config: bool = False
     trainer: TrainerOptions = field(default_factory=TrainerOptions)
+    command: str | None = None  # the command line as the record keeps it (default: this process's arguments)
 
 
 def slurm_job() -> str | None:
@@ -213,17 +216,39 @@ def choose_preset(entry: PaperEntry, requested: str | None, embedded: bool) -> t
     return "paper", "no --preset given and the data is real: the published configuration"
 
 
-def run(request: RunRequest) -> dict | None:
-    """Train, test and record one run; the run id lives in the environment only while it runs."""
+class FirstLosses(L.Callback):
+    """The training loss of each of the run's first ``count`` batches (this process's), as Python floats:
+    a float32 loss is exact as a JSON number, so a replay can be compared bit for bit. With
+    ``stop=True`` (``repro verify``) training stops there, by raising ``ReplayDone``."""
+
+    def __init__(self, count: int, stop: bool = False):
+        self.count, self.stop, self.values = count, stop, []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index) -> None:
+        if len(self.values) < self.count:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.values.append(float(loss.detach().float().cpu()) if loss is not None else float("nan"))
+        if self.stop and len(self.values) >= self.count:
+            raise ReplayDone
+
+
+class ReplayDone(Exception):
+    """The replayed steps are done (not an error: ``replay_first_steps`` catches it)."""
+
+
+def run(request: RunRequest, replay_steps: int | None = None):
+    """Train, test and record one run; the run id lives in the environment only while it runs. With
+    ``replay_steps``: only the first training steps, returning their losses (``repro verify``); the
+    run's folder is removed and no record is written."""
     had_run_id = "REPRO_RUN_ID" in os.environ
     try:
-        return _run(request)
+        return _run(request, replay_steps)
     finally:
         if not had_run_id:  # a second run in the same Python process gets its own directory
             os.environ.pop("REPRO_RUN_ID", None)
 
 
-def _run(request: RunRequest) -> dict | None:
+def _run(request: RunRequest, replay_steps: int | None = None):
     entry: PaperEntry = get_paper(request.paper)
     if not entry.built:
         built = ", ".join(p.name for p in all_papers() if p.built)
@@ -235,7 +260,7 @@ def _run(request: RunRequest) -> dict | None:
     config = resolve_config(entry.config_class, entry.presets, preset, request.overrides,
                             seed=request.seed, max_epochs=request.max_epochs,
                             accumulate_grad_batches=request.accumulate_grad_batches)
-    if request.print_config:
+    if request.print_config and replay_steps is None:
         print(json.dumps({"paper": entry.name, "preset": preset, "dataset": dataset.name,
                           "config": config_to_dict(config)}, indent=2))
         return None
@@ -275,6 +300,8 @@ def _run(request: RunRequest) -> dict | None:
     trainer = build_trainer(request.trainer, config, run_dir, name, entry.monitor,
                             use_distributed_sampler=not getattr(datamodule, "shards_by_process", False))
     scaling = scaling_record(config, trainer.world_size)  # a batch that cannot be split fails here, before fit
+    first_losses = FirstLosses(replay_steps or FIRST_STEPS, stop=replay_steps is not None)
+    trainer.callbacks.append(first_losses)
 
     # only now does the run directory appear, made for this run alone
     resuming = resume_checkpoint is not None
@@ -295,10 +322,16 @@ def _run(request: RunRequest) -> dict | None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_checkpoint) if resume_checkpoint else None)
         if not trainer.interrupted and resume_checkpoint is None:
             check_trained(trainer, dataset.name, config)
+    except ReplayDone:
+        shutil.rmtree(created or run_dir, ignore_errors=True)
+        return first_losses.values
     except BaseException:
         if created is not None and trainer.global_step == 0:  # refused before its first step: leave nothing
             shutil.rmtree(created, ignore_errors=True)
         raise
+    if replay_steps is not None:  # the whole run was shorter than the steps asked for
+        shutil.rmtree(created or run_dir, ignore_errors=True)
+        return first_losses.values
     if trainer.interrupted:
         raise UserError(f"training was interrupted; no run record written; resume with --resume {run_dir}")
     best = trainer.checkpoint_callback.best_model_path
@@ -338,10 +371,15 @@ def _run(request: RunRequest) -> dict | None:
         "wall_time_s": round(time.time() - started, 1),
         "run_dir": str(run_dir),
         "best_checkpoint": best,
-        "command": recorded_command(sys.argv[1:]),
+        "command": request.command or recorded_command(sys.argv[1:]),
         "git": code if git_state() == code else {**code, "dirty": True, "changed_during_run": True},
+        # the code the numbers depend on (repro.app.fingerprints), for `table --check` to compare with HEAD
+        "code": code_record(entry.config_class.__module__, dataset, datamodule),
+        # the first training losses from step 0, for `repro verify` to replay (none after a resume)
+        "first_losses": None if resume_checkpoint else first_losses.values,
         "versions": library_versions(),
         "hardware": hardware(trainer),
+        "determinism": determinism(trainer),
     }
     if getattr(module, "scoring", None):  # how the metrics were computed, e.g. sacreBLEU's signatures
         record["scoring"] = module.scoring

@@ -25,6 +25,7 @@ from pathlib import Path
 from repro.app.figures import FIGURES, LOCAL_FIGURES, history_figure, stored_digest
 from repro.app.records import load_records, tested_versions, trace_problem
 from repro.app.rows import Row, portable, rows_of
+from repro.app.staleness import stale_reason
 from repro.files import write_atomic
 from repro.registry import PaperEntry, all_papers
 
@@ -58,7 +59,8 @@ def _suite_lines(entry: PaperEntry, rows: list[Row], columns: list[str], problem
     for row in rows:
         latest = row.records[-1]
         drafts = [problems.get(r["_path"]) for r in row.records if problems.get(r["_path"])]
-        source = f"DRAFT ({drafts[0]})" if drafts else "this suite"
+        stale = [r["_stale"] for r in row.records if r.get("_stale")]
+        source = f"DRAFT ({drafts[0]})" if drafts else f"{stale[0]}" if stale else "this suite"
         system = latest.get("system") or f"preset `{row.preset}`" + (f" `{row.differences}`" if row.differences else "")
         if row.seeds > 1:
             system += f", {row.seeds} seeds (mean ± sd)"
@@ -121,6 +123,12 @@ def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str 
                   "| " + " | ".join(["source", "system", "dataset", *columns, *tail]) + " |",
                   "|" + "---|" * (3 + len(columns) + len(tail))]
         lines += _suite_lines(entry, sample, columns, problems)
+    marked = sorted({r["_stale"].split(" (", 1)[0] for r in records if r.get("_stale")})
+    if marked:
+        lines += ["", "Rows marked " + " or ".join(marked) + " may not hold at HEAD: STALE rows' records name code or "
+                  "config that has changed since they ran (`python -m repro table --check` fails on them); UNCHECKED "
+                  "rows' records were made before records named their code (schema 1), so nothing shows whether "
+                  "HEAD still gives them. Re-running the row's command from a clean commit makes it current."]
     drafts = [r for r in records if problems.get(r["_path"])]
     if drafts:
         lines += ["", f"{len(drafts)} record(s) behind rows marked DRAFT do not trace to a clean commit holding the "
@@ -130,13 +138,14 @@ def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str 
 
 def shown_command(command: str, several_seeds: bool = False) -> str:
     """A record's command as a reader retypes it: without where that machine put its outputs and records
-    (``--out``, ``--results``) or its quiet flag, and with ``--seed SEED`` for a row of several seeds."""
+    (``--out``, ``--results``) or its quiet flag, and with ``--seed SEED`` for a row of several seeds
+    (a row of one run keeps its ``--seed``)."""
     words, shown, skip = command.split(), [], False
-    for index, word in enumerate(words):
+    for word in words:
         if skip:
             skip = False
             continue
-        if word in ("--out", "--results", "--seed"):
+        if word in ("--out", "--results") or (word == "--seed" and several_seeds):
             skip = True
             continue
         if word == "--no-progress":
@@ -206,6 +215,8 @@ def _overview_line(entry: PaperEntry, published, records: list[dict], problems: 
     subset = (best.records[-1].get("data_subset") or {}).get("description")
     data = f"{best.dataset}" + (f" ({subset})" if subset else "") + f", preset `{best.preset}`" + (
         f" `{best.differences}`" if best.differences else "") + (f", {best.seeds} seeds" if best.seeds > 1 else "")
+    state = next((r["_stale"].split(" (", 1)[0] for r in best.records if r.get("_stale")), "")
+    data += f"; {state} at HEAD" if state else ""
     return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | {best.cell(shown)} | {difference} | {data} |"
 
 
@@ -229,10 +240,37 @@ def overview(papers: list[PaperEntry], by_paper: dict[str, list[dict]], problems
     return "\n".join(lines) + "\n"
 
 
+UNCHECKED = "UNCHECKED (made before records named their code)"
+
+
+def mark_stale(records: list[dict]) -> list[str]:
+    """Sets ``_stale`` on each record a row shows whose code or config has moved on since it ran (or that
+    cannot tell: made before records named their code); returns the problems ``table --check`` fails on:
+    the fingerprinted records that are stale."""
+    by_paper = defaultdict(list)
+    for record in records:
+        by_paper[record["paper"]].append(record)
+    problems = []
+    for entry in all_papers():
+        for row in rows_of(entry, by_paper[entry.name]):
+            for record in row.records:
+                command = record.get("command", "")
+                shown = shown_command(command, several_seeds=row.seeds > 1) if command.startswith(
+                    "python -m repro run") else None
+                reason = stale_reason(record, shown)
+                if not record.get("code") and record.get("producer") is None:
+                    record["_stale"] = UNCHECKED + (f"; and {reason}" if reason else "")
+                elif reason:
+                    record["_stale"] = f"STALE ({reason})"
+                    problems.append(f"{Path(record['_path']).name}: stale: {reason}")
+    return problems
+
+
 def write_tables(results_dir: Path) -> list[Path]:
     """Regenerate every paper's page, its figures and the index from ``results_dir/runs``."""
     records = load_records(results_dir / "runs")
     problems = {record["_path"]: trace_problem(record) for record in records}
+    mark_stale(records)
     return _write(results_dir, results_dir, records, problems)
 
 
@@ -268,6 +306,7 @@ def check_tables(results_dir: Path) -> list[str]:
     records = load_records(results_dir / "runs")
     problems = {record["_path"]: trace_problem(record) for record in records}
     found = [f"{Path(path).name}: {problem}" for path, problem in problems.items() if problem]
+    found += mark_stale(records)
     with tempfile.TemporaryDirectory() as scratch:
         fresh = _write(results_dir, Path(scratch), records, problems)
         for path in fresh:

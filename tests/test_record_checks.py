@@ -1,0 +1,117 @@
+"""Rows that still hold at HEAD: code fingerprints, the printed command against the record's config,
+``repro verify`` replaying a record's first steps, and the same seed giving the same numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from repro.app import fingerprints
+from repro.app.cli import main
+from repro.app.fingerprints import code_changes, code_hash, fingerprint
+from repro.app.staleness import stale_reason
+from repro.app.tables import mark_stale, shown_command
+from tests.conftest import sandboxed_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PAPER = '''"""A paper."""
+import math
+
+_SOURCE = "Someone et al., Table 1"
+PUBLISHED = (("ptb", 124.7, _SOURCE),)
+
+
+def loss(x):
+    """The loss."""
+    return math.log(x)  # natural log
+'''
+
+
+def test_a_fingerprint_ignores_comments_docstrings_and_published_numbers_but_not_code():
+    same = [PAPER.replace("# natural log", "# the natural logarithm"),
+            PAPER.replace('"""The loss."""', '"""The loss, in nats."""'),
+            PAPER.replace("124.7", "124.8").replace("Table 1", "Table 2, p. 4"),
+            PAPER.replace("    return", "\n    return")]
+    for text in same:
+        assert code_hash(text) == code_hash(PAPER), text
+    for text in [PAPER.replace("math.log(x)", "math.log2(x)"), PAPER + "\nSTEP = 2\n"]:
+        assert code_hash(text) != code_hash(PAPER), text
+
+
+def test_the_scope_follows_imports_from_the_roots_and_stops_at_the_reports():
+    files, missing = fingerprint(["papers.mikolov2010", "repro.app.run", "datamodules.language_modeling.ptb"])
+    assert not missing
+    assert {"papers/mikolov2010.py", "repro/app/run.py", "repro/language_modeling/module.py",
+            "datamodules/language_modeling/text.py", "repro/training/trainer.py"} <= set(files)
+    # reports and the other papers cannot change this paper's numbers
+    assert not {"repro/app/tables.py", "repro/app/figures.py", "repro/app/records.py", "papers/xu2015.py"} & set(files)
+
+
+def test_code_changes_names_the_file_that_moved(tmp_path):
+    roots = ["papers.mikolov2010", "repro.app.run"]
+    for package in fingerprints.PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    files, _ = fingerprint(roots, tmp_path)
+    recorded = {"roots": roots, "files": files}
+    assert code_changes(recorded, tmp_path) == []
+    paper = tmp_path / "papers" / "mikolov2010.py"
+    paper.write_text(paper.read_text() + "\n# a comment changes nothing\n")
+    assert code_changes(recorded, tmp_path) == []
+    module = tmp_path / "repro" / "language_modeling" / "module.py"
+    module.write_text(module.read_text() + "\nEXTRA_STEP = 1\n")
+    assert code_changes(recorded, tmp_path) == ["repro/language_modeling/module.py changed"]
+    paper.unlink()
+    assert "papers.mikolov2010 (a root) is gone" in code_changes(recorded, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def smoke_records(tmp_path_factory):
+    """Two runs of the same command with the same seed, in this process (the same machine and threads)."""
+    roots = [tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")]
+    argv = ["mikolov2010", "--preset", "smoke", "--max-epochs", "1", "--seed", "7", "--no-progress"]
+    return [sandboxed_run(root, argv) for root in roots], roots
+
+
+def test_the_same_seed_on_the_same_machine_gives_the_same_row_bit_for_bit(smoke_records):
+    (first, second), _ = smoke_records
+    assert first["metrics"] == second["metrics"]
+    assert first["first_losses"] == second["first_losses"] and len(first["first_losses"]) > 5
+    assert first["determinism"]["threads"] >= 1 and first["code"]["files"]
+
+
+def test_a_record_whose_code_or_preset_moved_on_is_stale(smoke_records):
+    (record, _), _ = smoke_records
+    command = shown_command(record["command"])
+    assert stale_reason(record, command) is None
+    moved = {**record, "code": {**record["code"], "files": {**record["code"]["files"], "repro/files.py": "0" * 16}}}
+    assert "repro/files.py changed" in stale_reason(moved, command)
+    edited = {**record, "config": {**record["config"], "hidden_size": 999}}
+    assert "hidden_size: 999 -> 32" in stale_reason(edited, command)
+    # table --check fails on a stale fingerprinted record; a record without fingerprints is marked, not current
+    for item, path in ((moved, "moved.json"), (record, "current.json")):
+        item["_path"] = path
+    legacy = {key: value for key, value in record.items() if key != "code"} | {
+        "_path": "legacy.json", "config": {**record["config"], "seed": 8}, "command": record["command"] + " --seed 8"}
+    problems = mark_stale([legacy, moved])
+    assert len(problems) == 1 and problems[0].startswith("moved.json: stale: code moved since")
+    assert legacy["_stale"].startswith("UNCHECKED")
+
+
+def test_verify_replays_the_first_steps_and_finds_a_different_loss(smoke_records, tmp_path, capsys):
+    _, roots = smoke_records
+    [path] = (roots[0] / "results" / "runs").glob("*.json")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REPRO_DATA", str(roots[0] / "data"))
+        assert main(["verify", str(path), "--steps", "4"]) == 0
+        assert "4 steps agree, bit for bit" in capsys.readouterr().out
+        record = json.loads(path.read_text())
+        record["first_losses"][2] = float(record["first_losses"][2]) * (1 + 1e-7)  # one rounding step off
+        changed = tmp_path / path.name
+        changed.write_text(json.dumps(record))
+        assert main(["verify", str(changed), "--steps", "4"]) == 1
+        assert "<- differs" in capsys.readouterr().out
+        assert main(["verify", str(changed), "--steps", "999"]) == 2

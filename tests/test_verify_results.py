@@ -1,0 +1,44 @@
+"""CI's proof that HEAD still trains as the committed records' runs did: ``repro verify`` replays the
+first training steps of every embedded-sample record in ``results/runs`` (and of one real-data record,
+where the data is present) and compares the losses with the record's.
+
+The tests run with one thread (conftest), the records' runs with the machine's, so the comparison is
+the cross-environment one (relative 1e-3, see ``repro.app.verify``): a change of code or config moves
+the first losses far more than summation order does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from repro.app.cli import main
+from tests.conftest import SHARED_DATA
+
+RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
+
+
+def verifiable(real: bool) -> list[Path]:
+    found = []
+    for path in sorted(RUNS.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("first_losses") and (record.get("data_source") == "real") == real:
+            found.append(path)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("record", verifiable(real=False), ids=lambda path: path.stem)
+def test_every_sample_row_still_trains_the_same_at_head(record, capsys):
+    assert main(["verify", str(record)]) == 0, capsys.readouterr().out
+
+
+REAL = verifiable(real=True)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL or not SHARED_DATA.is_dir(), reason="no real-data record with first losses, or no data")
+def test_a_real_data_row_still_trains_the_same_at_head(capsys):
+    fastest = min(REAL, key=lambda path: json.loads(path.read_text()).get("wall_time_s", 0))
+    assert main(["verify", str(fastest), "--data-dir", str(SHARED_DATA)]) == 0, capsys.readouterr().out

@@ -115,3 +115,21 @@ def test_verify_replays_the_first_steps_and_finds_a_different_loss(smoke_records
         assert main(["verify", str(changed), "--steps", "4"]) == 1
         assert "<- differs" in capsys.readouterr().out
         assert main(["verify", str(changed), "--steps", "999"]) == 2
+
+
+def test_a_language_model_record_is_rescored_from_its_sentence_log_probabilities(smoke_records, tmp_path, capsys):
+    import gzip
+
+    _, roots = smoke_records
+    [path] = (roots[0] / "results" / "runs").glob("*.json")
+    predictions = path.with_name(path.stem + ".predictions.json.gz")
+    kept = json.loads(gzip.decompress(predictions.read_bytes()))
+    scores = kept["outputs"]["test/ppl"]
+    assert kept["kind"] == "sentence_log_probs" and len(scores["log_prob"]) == len(scores["words"]) > 100
+    assert main(["rescore", str(path)]) == 0
+    assert "test/ppl " in capsys.readouterr().out
+    scores["log_prob"][0] -= 5.0  # one sentence five nats less likely
+    copy = tmp_path / path.name
+    copy.write_text(path.read_text())
+    copy.with_name(predictions.name).write_bytes(gzip.compress(json.dumps(kept).encode()))
+    assert main(["rescore", str(copy)]) == 1

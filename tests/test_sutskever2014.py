@@ -205,3 +205,11 @@ def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, 
     reversed_line = drawn["reversed source, preset cpu (BLEU 18.0 ± 1.0, 3 seeds, lowercased)"]
     assert reversed_line[1] == [pytest.approx(23.0)] and reversed_line[2] == [pytest.approx(1.0)]
     assert drawn["forward source, preset cpu-forward (BLEU 14.0, lowercased)"][1:] == ([19.0], None)
+
+
+def test_the_record_can_be_rescored_from_its_predictions(smoke_run):
+    env, root, record = smoke_run
+    [path] = (root / "results" / "runs").glob("*.json")
+    result = repro("rescore", str(path), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test/sacrebleu" in result.stdout and "all equal at float32 precision" in result.stdout

@@ -373,6 +373,10 @@ class CaptionDataModule(L.LightningDataModule):
         self._images = {split: [i for i in present if i.split == split] for split in SPLITS}
         self._listed = {split: sum(i.split == split for i in everything) for split in SPLITS}
 
+    def references(self, split: str) -> dict[str, list[str]]:
+        """Each medium of a split with its reference captions, as the test scores against them."""
+        return {image.image_id: list(image.captions) for image in self.images[split]}
+
     def data_subset(self) -> dict | None:
         """None when every listed image was used; else which part (for the record and the tables)."""
         used = {split: len(self.images[split]) for split in SPLITS}

@@ -479,6 +479,13 @@ class ParallelTextDataModule(L.LightningDataModule):
                                                     reverse=self.reverse_source)
         return self._datasets[split]
 
+    def references(self, split: str) -> dict[str, list[str]]:
+        """Each sentence of a split (by its id in the test) with its reference: the tokens BLEU is computed
+        on, and the raw text sacreBLEU reads."""
+        dataset = self.dataset(split)
+        return {str(index): [dataset[index]["reference_tokens"], dataset[index]["reference_text"]]
+                for index in range(len(dataset))}
+
     def checksum(self) -> str:
         digest = hashlib.md5()
         for path in self.reader.files(self.source_language, self.target_language):

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--results", default="results")
     table.add_argument("--check", action="store_true", help="write nothing; fail (exit 1) if a generated file is stale "
                                                            "or a row's record does not trace to a clean commit")
+    table.add_argument("--data-dir", help="with --check: data root for re-scoring real-data records (default: "
+                                          "$REPRO_DATA, else ~/.cache/repro/data)")
 
     sample = commands.add_parser("sample", help="generate text from a trained language model")
     sample.add_argument("--ckpt", required=True, type=Path)
@@ -131,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("records", nargs="+", type=Path, help="run records (results/runs/*.json)")
     verify.add_argument("--steps", type=int, help="how many of the recorded steps (default: all the record keeps)")
     verify.add_argument("--data-dir", help="data root (default: $REPRO_DATA, else ~/.cache/repro/data)")
+
+    rescore = commands.add_parser("rescore", help="recompute a run record's metrics from the predictions kept "
+                                                  "beside it, and compare")
+    rescore.add_argument("records", nargs="+", type=Path, help="run records (results/runs/*.json)")
+    rescore.add_argument("--data-dir", help="data root, for a real dataset's references (default: $REPRO_DATA, "
+                                            "else ~/.cache/repro/data)")
 
     return parser
 

@@ -18,6 +18,7 @@ from repro.app.checkpoints import load_module
 from repro.app.features import extract
 from repro.app.figures import caption_files_figure
 from repro.app.human_agreement import run_human_agreement
+from repro.app.rescore import print_rescore
 from repro.app.run import check_writable, recorded_command, run
 from repro.app.submit import submit
 from repro.app.tables import check_tables, write_tables
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "table":
 
             if args.check:
-                problems = check_tables(Path(args.results))
+                problems = check_tables(Path(args.results), args.data_dir)
                 for problem in problems:
                     print(problem, file=sys.stderr)
                 print(f"table --check: {len(problems)} problem(s)" if problems else "table --check: all current",
@@ -167,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             command_caption(args)
         elif args.command == "bench":
             command_bench(args)
+        elif args.command == "rescore":
+            agreed = [print_rescore(path, args.data_dir) for path in args.records]
+            return 0 if all(agreed) else 1
         elif args.command == "verify":
             agreed = [verify(path, args.steps, args.data_dir) for path in args.records]
             return 0 if all(agreed) else 1

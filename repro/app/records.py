@@ -8,6 +8,8 @@ epochs. A failed or interrupted run writes none, so ``results/`` only ever holds
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import json
 import os
 import platform
@@ -120,10 +122,45 @@ def read_history(logs_dir: Path) -> list[dict[str, float]]:
     return [{"epoch": epoch, **values} for epoch, values in sorted(history.items())]
 
 
-def write_record(record: dict[str, Any], runs_dir: Path) -> Path:
+PREDICTIONS_SUFFIX = ".predictions.json.gz"
+
+
+def predictions_path(record_path: Path) -> Path:
+    return Path(record_path).with_name(Path(record_path).stem + PREDICTIONS_SUFFIX)
+
+
+def references_digest(references: dict) -> str:
+    return hashlib.sha256(json.dumps(references, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def write_predictions(path: Path, predictions: dict, embedded: bool) -> None:
+    """Gzipped JSON (no timestamp in the header, so the same outputs give the same bytes), atomically.
+    A real dataset's references are replaced by their digest."""
+    predictions = dict(predictions)
+    if not embedded:
+        predictions["references_digest"] = references_digest(predictions.pop("references"))
+    text = json.dumps(predictions, sort_keys=True, ensure_ascii=False, indent=0)
+    write_atomic(path, gzip.compress(text.encode(), mtime=0))
+
+
+def read_predictions(record_path: Path) -> dict | None:
+    path = predictions_path(record_path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, ValueError, EOFError) as error:
+        raise UserError(f"{path}: unreadable predictions file ({error})") from None
+
+
+def write_record(record: dict[str, Any], runs_dir: Path, predictions: dict | None = None,
+                 embedded: bool = False) -> Path:
+    """The record, and its predictions file first (a record is never without the outputs it names)."""
     stamp = record["finished_at"].replace(":", "").replace("-", "")[:15]
     name = f"{record['paper']}-{record['preset']}-{record['dataset']}-{stamp}-{uuid.uuid4().hex[:6]}.json"
     path = runs_dir / name
+    if predictions is not None:
+        write_predictions(predictions_path(path), predictions, embedded)
     write_atomic(path, json.dumps({"schema": RECORD_SCHEMA, **record}, indent=2, sort_keys=False) + "\n")
     return path
 

@@ -385,7 +385,12 @@ def _run(request: RunRequest, replay_steps: int | None = None):
         record["scoring"] = module.scoring
     if hasattr(module, "record_examples"):  # e.g. captioners: a few test media with their captions
         record["examples"] = module.record_examples(baseline_outputs)
-    record_path = write_record(record, runs_dir)
+    predictions = None
+    if hasattr(module, "test_predictions"):  # the test outputs, for `repro rescore` (repro.app.rescore)
+        predictions = module.test_predictions()
+        if baseline_outputs:
+            predictions["baselines"] = baseline_outputs
+    record_path = write_record(record, runs_dir, predictions, embedded=dataset.embedded)
     print_summary(entry, record, record_path)
     return record
 

@@ -22,10 +22,13 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from datamodules.catalog import get_dataset, resolve_data_dir
 from repro.app.figures import FIGURES, LOCAL_FIGURES, history_figure, stored_digest
-from repro.app.records import load_records, tested_versions, trace_problem
+from repro.app.records import load_records, predictions_path, tested_versions, trace_problem
+from repro.app.rescore import rescore
 from repro.app.rows import Row, portable, rows_of
 from repro.app.staleness import stale_reason
+from repro.errors import UserError
 from repro.files import write_atomic
 from repro.registry import PaperEntry, all_papers
 
@@ -129,6 +132,13 @@ def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str 
                   "config that has changed since they ran (`python -m repro table --check` fails on them); UNCHECKED "
                   "rows' records were made before records named their code (schema 1), so nothing shows whether "
                   "HEAD still gives them. Re-running the row's command from a clean commit makes it current."]
+    shown = [r for row in rows for r in row.records]
+    kept = [r for r in shown if predictions_path(Path(r["_path"])).is_file()]
+    if shown:
+        lines += ["", f"Re-scorable: {len(kept)} of the {len(shown)} records behind these rows keep their test outputs "
+                      f"beside them (`NAME.predictions.json.gz`); `python -m repro rescore RECORD` recomputes their "
+                      f"metrics, and `python -m repro table --check` does so for every one"
+                  + (". The others were made before records kept their outputs and cannot be re-scored." if len(kept) < len(shown) else ".")]
     drafts = [r for r in records if problems.get(r["_path"])]
     if drafts:
         lines += ["", f"{len(drafts)} record(s) behind rows marked DRAFT do not trace to a clean commit holding the "
@@ -301,12 +311,36 @@ def _write(results_dir: Path, out: Path, records: list[dict], problems: dict[str
     return written
 
 
-def check_tables(results_dir: Path) -> list[str]:
-    """What ``repro table --check`` finds wrong: untraceable records and stale generated files."""
+def rescore_problems(records: list[dict], data_dir: str | None) -> list[str]:
+    """Every record with a predictions file, re-scored: a metric that differs is a problem. A real-data
+    record whose dataset is not under the data root is skipped, and said so."""
+    found = []
+    for record in records:
+        path = Path(record["_path"])
+        if not predictions_path(path).is_file():
+            continue
+        data_root, _ = resolve_data_dir(data_dir)
+        if record.get("data_source") == "real" and not get_dataset(record["dataset"]).is_present(data_root):
+            print(f"note: {path.name} not re-scored: {record['dataset']} is not under {data_root} (--data-dir)")
+            continue
+        try:
+            _, differing = rescore(path, data_dir)
+        except UserError as error:
+            found.append(f"{path.name}: cannot be re-scored: {error}")
+            continue
+        if differing:
+            found.append(f"{path.name}: re-scored from its predictions, {', '.join(differing)} differ from the record")
+    return found
+
+
+def check_tables(results_dir: Path, data_dir: str | None = None) -> list[str]:
+    """What ``repro table --check`` finds wrong: untraceable, stale or no longer re-scorable records, and
+    stale generated files."""
     records = load_records(results_dir / "runs")
     problems = {record["_path"]: trace_problem(record) for record in records}
     found = [f"{Path(path).name}: {problem}" for path, problem in problems.items() if problem]
     found += mark_stale(records)
+    found += rescore_problems(records, data_dir)
     with tempfile.TemporaryDirectory() as scratch:
         fresh = _write(results_dir, Path(scratch), records, problems)
         for path in fresh:

@@ -347,6 +347,13 @@ class CaptioningModule(L.LightningModule):
             write_atomic(Path(self.trainer.default_root_dir) / "test_captions.json",
                          json.dumps(captions, indent=1, sort_keys=True) + "\n")
 
+    def test_predictions(self) -> dict:
+        """What the test produced, for the run's predictions file (``repro rescore`` recomputes the caption
+        metrics from it): each test medium's caption, and the references it was scored against."""
+        return {"kind": "captions",
+                "outputs": {medium: output["caption"] for medium, output in sorted(self.test_outputs.items())},
+                "references": {medium: list(output["references"]) for medium, output in sorted(self.test_outputs.items())}}
+
     def record_examples(self, baselines: dict[str, dict[str, str]] | None = None) -> list[dict]:
         """The split's first test media with the model's caption, each baseline's and two references."""
         chosen = sorted((output["position"], medium) for medium, output in self.test_outputs.items()

@@ -59,6 +59,7 @@ class LanguageModelModule(L.LightningModule):
         # the epoch's training words, summed over the processes (each reads its own streams)
         self.training_perplexity = Perplexity()
         self.eval_state = None
+        self._word_scores: dict[str, list] = {}  # split -> [(log-probabilities, sentence ends)], during test
 
     @classmethod
     def from_datamodule(cls, config, datamodule) -> LanguageModelModule:
@@ -102,7 +103,35 @@ class LanguageModelModule(L.LightningModule):
     def _score(self, name: str, network: nn.Module, words, targets, state):
         log_prob, keep, state = self.stream_log_prob(network, words, targets, state)
         self.perplexity[name].update(-log_prob.sum(), keep.sum())
+        self._keep_word_scores(name, log_prob, keep, targets)
         return state
+
+    def _keep_word_scores(self, name: str, log_prob, keep, targets) -> None:
+        """The test's log-probability of each scored word, in text order, and whether it ends a sentence."""
+        if name in self._word_scores:  # evaluation reads one stream: flattening keeps the text's order
+            keep = keep.flatten()
+            self._word_scores[name].append((log_prob.detach().flatten()[keep].double().cpu(),
+                                            (targets.flatten()[keep] == self.end_of_sentence).cpu()))
+
+    def sentence_log_probs(self, name: str) -> dict[str, list]:
+        """Each test sentence's log-probability (natural log, its ``<eos>`` included) and its word count."""
+        if not self._word_scores.get(name):
+            return {"log_prob": [], "words": []}
+        log_prob = torch.cat([scores for scores, _ in self._word_scores[name]])
+        ends = torch.cat([ends for _, ends in self._word_scores[name]])
+        sentence = torch.cumsum(ends.long(), 0) - ends.long()  # a word's sentence: the ends before it
+        sums = torch.zeros(int(sentence[-1]) + 1, dtype=torch.float64).index_add_(0, sentence, log_prob)
+        words = torch.bincount(sentence, minlength=len(sums))
+        return {"log_prob": sums.tolist(), "words": words.tolist()}
+
+    def test_predictions(self) -> dict:
+        """What the test produced, for the run's predictions file (``repro rescore`` recomputes the
+        perplexities from it): per-sentence log-probabilities of the test text, statically and (when the
+        config asks for it) with dynamic evaluation."""
+        outputs = {"test/ppl": self.sentence_log_probs("test")}
+        if self.config.dynamic_evaluation:
+            outputs["test/ppl_dynamic"] = self.sentence_log_probs("test_dynamic")
+        return {"kind": "sentence_log_probs", "outputs": outputs}
 
     def _perplexity(self, name: str) -> float:
         value = float(self.perplexity[name].compute())
@@ -130,6 +159,7 @@ class LanguageModelModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.eval_state = None
+        self._word_scores = {"test": [], "test_dynamic": []}
         if self.config.dynamic_evaluation:
             with torch.inference_mode(False):  # a copy made in inference mode could not learn
                 self.dynamic_network = copy.deepcopy(self.network)
@@ -153,6 +183,7 @@ class LanguageModelModule(L.LightningModule):
                 block = slice(start, start + self.config.bptt)
                 log_prob, keep, state = self.stream_log_prob(network, words[:, block], targets[:, block], state.detach())
                 self.perplexity["test_dynamic"].update(-log_prob.detach().sum(), keep.sum())
+                self._keep_word_scores("test_dynamic", log_prob, keep, targets[:, block])
                 if keep.any():
                     self.dynamic_optimizer.zero_grad(set_to_none=True)
                     (-log_prob.sum() / keep.sum()).backward()

@@ -140,7 +140,8 @@ class TranslationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log("test/ppl", self._perplexity("test"))
         ids, items = zip(*self.translations) if self.translations else ((), ())
-        gathered = [item for _, item in gather_for_scoring(list(items), list(ids))]
+        self.test_items = gather_for_scoring(list(items), list(ids))  # (id, item), in id order
+        gathered = [item for _, item in self.test_items]
         c = self.config
         scores = score_once(score_translations, gathered, c.target_language, c.length_bucket_edges, c.lowercase)
         for key, value in scores["metrics"].items():
@@ -152,6 +153,15 @@ class TranslationModule(L.LightningModule):
                 write_atomic(folder / "test_translations.txt", "\n".join(scores["detokenized"]) + "\n")
                 write_atomic(folder / "test_scores.json", json.dumps(
                     {"metrics": scores["metrics"], "signatures": scores["signatures"]}, indent=1, sort_keys=True) + "\n")
+
+    def test_predictions(self) -> dict:
+        """What the test produced, for the run's predictions file (``repro rescore`` recomputes BLEU from it):
+        each test sentence's translation (target tokens) and source length, and its reference (tokens as
+        scored, and the raw text that sacreBLEU reads)."""
+        return {"kind": "translations",
+                "outputs": {str(i): {"tokens": list(tokens), "source_length": int(length)}
+                            for i, (tokens, _, _, length) in self.test_items},
+                "references": {str(i): [reference, text] for i, (_, reference, text, _) in self.test_items}}
 
     # --- decoding, shared by the test and `python -m repro translate` --------------------------------
     def step_function(self):

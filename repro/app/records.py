@@ -137,7 +137,7 @@ def write_predictions(path: Path, predictions: dict, embedded: bool) -> None:
     """Gzipped JSON (no timestamp in the header, so the same outputs give the same bytes), atomically.
     A real dataset's references are replaced by their digest."""
     predictions = dict(predictions)
-    if not embedded:
+    if not embedded and "references" in predictions:  # a language model's file has none
         predictions["references_digest"] = references_digest(predictions.pop("references"))
     text = json.dumps(predictions, sort_keys=True, ensure_ascii=False, indent=0)
     write_atomic(path, gzip.compress(text.encode(), mtime=0))

@@ -84,7 +84,7 @@ from torch import nn
 from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
 from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
-from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.registry import Claim, PaperEntry, PublishedResult, Side, register_paper
 from repro.training.optimizers import optimizer_from_config
 
 NAME = "mao2014"
@@ -268,6 +268,15 @@ class Mao2014(CaptioningModule):
         return optimizer_from_config(self.parameter_groups(self.network, self.config.learning_rate), self.config)
 
 
+# The paper's central claims, each as the comparison of runs that tests it (repro.app.claims judges them)
+CLAIMS = (
+    Claim("The m-RNN's generated sentences beat retrieval", "Mao et al. 2015, Sec. 7 (sentence generation "
+          "results; page not checked)",
+          better=Side("test/bleu_4", label="m-RNN BLEU-4"), worse=Side("test/bleu_4@nearest-neighbour",
+                                                                     label="nearest neighbour (same runs)")),
+)
+
+
 register_paper(PaperEntry(
     name=NAME,
     title="Deep captioning with multimodal recurrent neural networks (m-RNN)",
@@ -284,4 +293,5 @@ register_paper(PaperEntry(
     monitor=("val/bleu_4", "max"),
     baselines=(retrieval_baseline,),
     figures=("caption_examples",),
+    claims=CLAIMS,
 ))

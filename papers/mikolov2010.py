@@ -81,7 +81,7 @@ from repro.config import (
 from repro.language_modeling import IGNORE_INDEX
 from repro.language_modeling.kneser_ney import KneserNeyLanguageModel
 from repro.language_modeling.module import LanguageModelModule
-from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
+from repro.registry import BaselineResult, Claim, PaperEntry, PublishedResult, Side, register_paper
 from repro.vocabulary import Vocabulary
 
 NAME = "mikolov2010"
@@ -503,6 +503,17 @@ def kneser_ney_baseline(config: Mikolov2010Config, datamodule) -> BaselineResult
                                   "test/ppl_kn5": model.perplexity(text("test"))})
 
 
+# The paper's central claims, each as the comparison of runs that tests it (repro.app.claims judges them)
+CLAIMS = (
+    Claim("The RNN language model has lower perplexity than a Kneser-Ney smoothed 5-gram model on the same text",
+          "Mikolov et al. 2010, abstract and results tables (the PTB comparison: Mikolov et al. 2011)",
+          better=Side("test/ppl", label="RNN LM"), worse=Side("test/ppl_kn5", label="KN5 (same runs)")),
+    Claim("Dynamic evaluation (training on the test text as it is read) lowers perplexity further",
+          "Mikolov et al. 2010, the dynamic model and its results (page not checked)",
+          better=Side("test/ppl_dynamic", label="RNN LM, dynamic"), worse=Side("test/ppl", label="RNN LM, static")),
+)
+
+
 register_paper(PaperEntry(
     name=NAME,
     title="Recurrent neural network based language model",
@@ -518,4 +529,5 @@ register_paper(PaperEntry(
     make_module=Mikolov2010.from_datamodule,
     monitor=("val/ppl", "min"),
     baselines=(kneser_ney_baseline,),
+    claims=CLAIMS,
 ))

@@ -67,7 +67,7 @@ import torch
 from torch import nn
 
 from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
-from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.registry import Claim, PaperEntry, PublishedResult, Side, register_paper
 from repro.training.optimizers import optimizer_from_config
 from repro.translation.module import TranslationModule, TranslatorConfig
 from repro.translation.scoring import bleu_names
@@ -240,6 +240,21 @@ class Sutskever2014(TranslationModule):
         return loss
 
 
+# The paper's central claims, each as the comparison of runs that tests it (repro.app.claims judges them)
+CLAIMS = (
+    Claim("Reversing the source sentences raises test BLEU", "Sutskever et al. 2014, Sec. 3.3",
+          better=Side("test/bleu_lc", config=(("reverse_source", True),), label="BLEU (lowercased), reversed source"),
+          worse=Side("test/bleu_lc", config=(("reverse_source", False),), label="forward source")),
+    Claim("Reversing the source sentences lowers test perplexity", "Sutskever et al. 2014, Sec. 3.3",
+          better=Side("test/ppl", config=(("reverse_source", True),), label="perplexity, reversed source"),
+          worse=Side("test/ppl", config=(("reverse_source", False),), label="forward source")),
+    Claim("The reversed LSTM does well on long sentences: BLEU on sentences of 23-30 words is higher than "
+          "without reversal", "Sutskever et al. 2014, Sec. 3.3 and 3.7, Fig. 3",
+          better=Side("test/bleu_lc_len_23-30", config=(("reverse_source", True),), label="BLEU on 23-30 words, reversed"),
+          worse=Side("test/bleu_lc_len_23-30", config=(("reverse_source", False),), label="forward")),
+)
+
+
 register_paper(PaperEntry(
     name=NAME,
     title="Sequence to sequence learning with neural networks",
@@ -254,4 +269,5 @@ register_paper(PaperEntry(
     make_module=Sutskever2014.from_datamodule,
     monitor=("val/ppl", "min"),
     figures=("bleu_by_length",),
+    claims=CLAIMS,
 ))

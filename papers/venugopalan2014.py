@@ -61,7 +61,7 @@ from repro.captioning.retrieval import retrieval_baseline
 from repro.captioning.video import FRAME_STEP, decode_frames, is_image_file, mean_pool, pad_frames
 from repro.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from repro.errors import UserError
-from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
+from repro.registry import BaselineResult, Claim, PaperEntry, PublishedResult, Side, register_paper
 from repro.training.distributed import gather_for_scoring
 from repro.training.optimizers import optimizer_from_config
 from repro.vocabulary import Vocabulary
@@ -374,6 +374,27 @@ def make_module(config: Venugopalan2014Config, datamodule) -> Venugopalan2014:
     return module
 
 
+# The paper's central claims, each as the comparison of runs that tests it (repro.app.claims judges them)
+CLAIMS = (
+    Claim("Mean-pooled frames beat a single frame", "this suite's control for Venugopalan et al. 2015's "
+          "mean pooling (the paper has no single-frame row)",
+          better=Side("test/cider_d", config=(("visual_input", "mean-pooled"), ("pretrained_on", "none")),
+                      label="mean-pooled CIDEr-D"),
+          worse=Side("test/cider_d", config=(("visual_input", "middle-frame"),), label="middle frame")),
+    Claim("The video helps: mean-pooled frames beat a language model of the captions alone",
+          "Venugopalan et al. 2015, results against language-only systems (page not checked)",
+          better=Side("test/cider_d", config=(("visual_input", "mean-pooled"), ("pretrained_on", "none")),
+                      label="mean-pooled CIDEr-D"),
+          worse=Side("test/cider_d", config=(("visual_input", "none"),), label="captions only")),
+    Claim("Transfer from image captions helps (LSTM-YT_coco beats LSTM-YT)", "Venugopalan et al. 2015, Table 2",
+          better=Side("test/cider_d", config=(("visual_input", "mean-pooled"),
+                                              ("pretrained_on", ("coco", "coco+flickr30k", "shapes"))),
+                      label="pre-trained on image captions"),
+          worse=Side("test/cider_d", config=(("visual_input", "mean-pooled"), ("pretrained_on", "none")),
+                     label="trained on video captions only")),
+)
+
+
 register_paper(PaperEntry(
     name=NAME,
     title="Translating videos to natural language using deep recurrent neural networks",
@@ -391,4 +412,5 @@ register_paper(PaperEntry(
     monitor=("val/cider_d", "max"),
     baselines=(retrieval_with_attributes,),
     figures=("video_examples",),
+    claims=CLAIMS,
 ))

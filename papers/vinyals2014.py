@@ -44,7 +44,7 @@ from torch import nn
 from repro.captioning.module import CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
 from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
-from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.registry import Claim, PaperEntry, PublishedResult, Side, register_paper
 from repro.training.optimizers import optimizer_from_config
 
 NAME = "vinyals2014"
@@ -171,6 +171,18 @@ class Vinyals2014(CaptioningModule):
         return optimizer_from_config(self.parameter_groups(self.network, self.config.learning_rate), self.config)
 
 
+# The paper's central claims, each as the comparison of runs that tests it (repro.app.claims judges them)
+CLAIMS = (
+    Claim("Generating captions beats retrieving the nearest training image's caption", "Vinyals et al. 2015, "
+          "Sec. 4.3 (results against retrieval and nearest-neighbour systems; page not checked)",
+          better=Side("test/bleu_4", label="NIC BLEU-4"), worse=Side("test/bleu_4@nearest-neighbour",
+                                                                   label="nearest neighbour (same runs)")),
+    Claim("... also on CIDEr", "Vinyals et al. 2015, Sec. 4.3 (page not checked)",
+          better=Side("test/cider_d", label="NIC CIDEr-D"), worse=Side("test/cider_d@nearest-neighbour",
+                                                                     label="nearest neighbour (same runs)")),
+)
+
+
 register_paper(PaperEntry(
     name=NAME,
     title="Show and tell: a neural image caption generator",
@@ -187,4 +199,5 @@ register_paper(PaperEntry(
     monitor=("val/cider_d", "max"),
     baselines=(retrieval_baseline,),
     figures=("caption_examples",),
+    claims=CLAIMS,
 ))

@@ -76,7 +76,7 @@ from repro.captioning.image_encoders import encoder_geometry
 from repro.captioning.module import UNKNOWN, CaptionBatch, CaptionerConfig, CaptioningModule, Visual
 from repro.captioning.retrieval import retrieval_baseline
 from repro.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
-from repro.registry import PaperEntry, PublishedResult, register_paper
+from repro.registry import Claim, PaperEntry, PublishedResult, Side, register_paper
 from repro.training.distributed import gather_for_scoring
 from repro.training.optimizers import optimizer_from_config
 
@@ -492,6 +492,21 @@ class Xu2015(CaptioningModule):
 
 # --- registration -----------------------------------------------------------------------------------------------
 
+# The paper's central claims, each as the comparison of runs that tests it (repro.app.claims judges them)
+CLAIMS = (
+    Claim("Soft attention beats Show and Tell (Google NIC) on BLEU-4", "Xu et al. 2015, Table 1",
+          better=Side("test/bleu_4", config=(("attention", "soft"),), label="soft attention"),
+          worse=Side("test/bleu_4", paper="vinyals2014", label="vinyals2014 (Show and Tell)"),
+          note="The cpu presets train under a time cap, so the two may get unequal training (issue 23)"),
+    Claim("Hard attention beats soft attention on BLEU-4", "Xu et al. 2015, Table 1",
+          better=Side("test/bleu_4", config=(("attention", "hard"),), label="hard attention"),
+          worse=Side("test/bleu_4", config=(("attention", "soft"),), label="soft attention")),
+    Claim("Attention looks at the object the word names", "Xu et al. 2015, Sec. 5 and its attention figures",
+          better=Side("test/attention_in_box", label="attention on the named object's box (%)"),
+          worse=Side("test/attention_in_box_uniform", label="a uniform map's share (same runs)")),
+)
+
+
 register_paper(PaperEntry(
     name=NAME,
     title="Show, attend and tell: neural image caption generation with visual attention (soft and hard)",
@@ -508,4 +523,5 @@ register_paper(PaperEntry(
     monitor=("val/bleu_4", "max"),  # Sec. 4.3: early stopping on BLEU
     baselines=(retrieval_baseline,),
     figures=("caption_examples", "attention_maps"),
+    claims=CLAIMS,
 ))

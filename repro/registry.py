@@ -45,6 +45,39 @@ class BaselineResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Side:
+    """One side of a claim's comparison: a metric of some runs (of this paper, or of ``paper``), picked by
+    preset and config values; e.g. ``Side("test/ppl_kn5")`` is the KN5 baseline each run scores beside it."""
+
+    metric: str
+    presets: tuple[str, ...] = ()  # () = any preset (never the human-agreement rows)
+    # config values the runs must have (a tuple of values: any of them)
+    config: tuple[tuple[str, object], ...] = ()
+    paper: str | None = None  # another paper's runs (e.g. Show and Tell beside attention)
+    label: str = ""  # how the page names this side
+
+    def describe(self, paper: str) -> str:
+        if self.label:
+            return self.label
+        who = f"{self.paper} " if self.paper and self.paper != paper else ""
+        which = ", ".join([*(f"preset {p}" for p in self.presets), *(f"{k}={v}" for k, v in self.config)])
+        return f"{who}{self.metric}" + (f" ({which})" if which else "")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A central claim of a paper, as a comparison this suite's runs can test: ``better`` beats ``worse``
+    (lower is better for a perplexity, higher for everything else). ``repro table`` judges it on every
+    dataset where both sides have runs, from the records alone."""
+
+    statement: str
+    source: str  # where the paper makes it
+    better: Side
+    worse: Side
+    note: str = ""  # what the test leaves out (e.g. unequal training)
+
+
 @dataclass
 class PaperEntry:
     name: str
@@ -66,6 +99,8 @@ class PaperEntry:
     # names in ``repro.app.figures.FIGURES`` (e.g. "attention_maps"): the paper's own figures for
     # ``repro table`` (e.g. BLEU by sentence length), beside the validation curve every paper gets
     figures: tuple[str, ...] = ()
+    # the paper's central claims, each with the comparison that tests it (repro.app.claims judges them)
+    claims: tuple[Claim, ...] = ()
 
     @property
     def built(self) -> bool:

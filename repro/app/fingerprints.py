@@ -14,8 +14,8 @@ number; and a package's ``__init__`` counts only where it is imported by name. S
 figure, a table's layout or the command line leaves every row current.
 
 A file's fingerprint is a hash of its syntax tree without docstrings, with comments and layout gone
-(``ast`` drops them), and without the module-level ``PUBLISHED`` numbers and the constants only they
-used: editing a comment, a docstring, a published number or its citation changes no fingerprint; any
+(``ast`` drops them), and without the module-level ``PUBLISHED`` numbers and ``CLAIMS`` and the constants only
+they used: editing a comment, a docstring, a published number or its citation changes no fingerprint; any
 change to code does, including an edit to another preset in the same paper file (a file is the
 unit: finer would have to guess which functions a run called).
 
@@ -36,7 +36,7 @@ from repro.app.records import source_root
 
 PACKAGES = ("repro", "papers", "datamodules")
 RUN_MODULE = "repro.app.run"
-NOT_CODE = ("PUBLISHED",)  # module-level names that hold what papers report, not what runs do
+NOT_CODE = ("PUBLISHED", "CLAIMS")  # module-level names that hold what papers report or claim, not what runs do
 SCOPE = ("the paper's file, repro/app/run.py, the dataset's spec and datamodule, and every project module they "
          "import (not the rest of repro/app/); fingerprints ignore comments, docstrings and PUBLISHED numbers")
 

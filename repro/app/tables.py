@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from datamodules.catalog import get_dataset, resolve_data_dir
+from repro.app.claims import claims_section, count_text
 from repro.app.figures import FIGURES, LOCAL_FIGURES, history_figure, stored_digest
 from repro.app.records import load_records, predictions_path, tested_versions, trace_problem
 from repro.app.rescore import rescore
@@ -96,7 +97,8 @@ def _columns(entry: PaperEntry, rows: list[Row], published: bool) -> list[str]:
     return [metric for metric in entry.metrics if metric in present] or list(entry.metrics)
 
 
-def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str | None]) -> str:
+def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str | None],
+                by_paper: dict[str, list[dict]] | None = None) -> str:
     rows = rows_of(entry, records)
     real, sample = [row for row in rows if row.real], [row for row in rows if not row.real]
     lines = [f"# {entry.name}: {entry.title}", "", f"{entry.citation}. Task: {entry.task}.", "",
@@ -105,6 +107,7 @@ def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str 
              "as defined now (its records hold the full resolved config), the data it used, the hardware and wall "
              "time, the date and commit of its runs, and its records. Several seeds of one configuration are one "
              "row: mean ± standard deviation.", ""]
+    lines += claims_section(entry, by_paper if by_paper is not None else {entry.name: records})[0]
     tail = ["epochs", "wall time", "date", "commit", "records"]
     columns = _columns(entry, real, published=True)
     lines += ["## The paper's numbers and this suite's on real data", "",
@@ -247,6 +250,13 @@ def overview(papers: list[PaperEntry], by_paper: dict[str, list[dict]], problems
             continue
         for headline in [r for r in entry.published if r.headline] or entry.published[:1]:
             lines.append(_overview_line(entry, headline, by_paper.get(entry.name, []), problems))
+    lines += ["", "## The papers' claims", "",
+              "Each paper's page opens with its central claims, the comparison of runs that tests each, and a verdict "
+              "(holds here: at least 3 runs a side and a difference beyond twice its standard error).", "",
+              "| paper | claims |", "|---|---|"]
+    for entry in papers:
+        if entry.built:
+            lines.append(f"| [{entry.name}]({entry.name}.md) | {count_text(claims_section(entry, by_paper)[1])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -291,7 +301,7 @@ def _write(results_dir: Path, out: Path, records: list[dict], problems: dict[str
     written = []
     for entry in all_papers():
         table_path = out / f"{entry.name}.md"
-        text = paper_table(entry, by_paper[entry.name], problems)
+        text = paper_table(entry, by_paper[entry.name], problems, by_paper)
         figure = history_figure(entry, by_paper[entry.name], out / f"{entry.name}_validation.png")
         if figure is not None:
             text += f"\n![{entry.monitor[0]} per epoch]({figure.name})\n"

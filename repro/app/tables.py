@@ -241,7 +241,7 @@ def _overview_line(entry: PaperEntry, published, records: list[dict], problems: 
         which = " of this system (" + ", ".join(f"{k}={v}" for k, v in published.config) + ")" if published.config else ""
         return f"| [{entry.name}]({entry.name}.md) | {metric} | {paper_cell} | | | no real-data run{which} reports {metric} yet |"
     best = (min if "ppl" in shown else max)(pool, key=lambda row: row.mean(shown))
-    departures = departures_from_paper(entry, best.records[-1])
+    departures = departures_from_paper(entry, best.records[-1], published.config)
     difference = (f"{best.mean(shown) - published.value:+.1f}" + (f" ({departures}: not in the paper)" if departures else "")
                   if comparable else
                   "not comparable (other data)" if shown == metric else f"not comparable (other data, {shown})")
@@ -256,13 +256,15 @@ def _overview_line(entry: PaperEntry, published, records: list[dict], problems: 
 IGNORED_DEPARTURES = ("seed",)
 
 
-def departures_from_paper(entry: PaperEntry, record: dict, shown: int = 3) -> str:
-    """How a run's config departs from the paper's own (the ``paper`` preset as defined now), e.g.
-    ``dropout 0.3 (paper: 0.0)``; empty for the paper's configuration."""
+def departures_from_paper(entry: PaperEntry, record: dict, system: tuple = (), shown: int = 3) -> str:
+    """How a run's config departs from the paper's own (the ``paper`` preset as defined now, with the
+    values that make the published ``system``, e.g. attention=hard), e.g. ``dropout 0.3 (paper: 0.0)``;
+    empty for the paper's configuration."""
     try:
         paper = json.loads(json.dumps(config_to_dict(resolve_config(entry.config_class, entry.presets, "paper"))))
     except UserError:
         return ""
+    paper.update(dict(system))
     config = record.get("config") or {}
     keys = [key for key in paper if key in config and key not in IGNORED_DEPARTURES and config[key] != paper[key]]
     text = ", ".join(f"{key} {config[key]} (paper: {paper[key]})" for key in keys[:shown])

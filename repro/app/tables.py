@@ -108,7 +108,12 @@ def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str 
              "from the paper's file in `papers/`. A row names its preset and how its config differs from that preset "
              "as defined now (its records hold the full resolved config), the data it used, the hardware and wall "
              "time, the date and commit of its runs, and its records. Several seeds of one configuration are one "
-             "row: mean ± standard deviation.", ""]
+             "row: mean ± standard deviation.", "",
+             "What to expect when you re-run a row: the same seed on the same machine (CPU or GPU model, thread "
+             "count, library versions: each record keeps them) gives the same numbers bit for bit; on another "
+             "machine floating-point sums run in another order, so expect the row's seed-to-seed spread (its ± "
+             "where it has several seeds). `python -m repro verify RECORD` replays a record's first training steps "
+             "and compares the losses.", ""]
     lines += claims_section(entry, by_paper if by_paper is not None else {entry.name: records})[0]
     tail = ["epochs", "wall time", "date", "commit", "records"]
     columns = _columns(entry, real, published=True)

@@ -78,10 +78,11 @@ from repro.config import (
     TrainingConfig,
 )
 from repro.language_modeling import IGNORE_INDEX
-from repro.language_modeling.class_output import WithinClassLogProb, present_rows
+from repro.language_modeling.class_output import WithinClassLogProb, WordTables
 from repro.language_modeling.kneser_ney import KneserNeyLanguageModel
 from repro.language_modeling.module import LanguageModelModule
 from repro.language_modeling.recurrence import SigmoidRecurrence
+from repro.language_modeling.sparse_rows import RowLookup
 from repro.registry import BaselineResult, PaperEntry, PublishedResult, register_paper
 from repro.vocabulary import Vocabulary
 
@@ -253,10 +254,9 @@ class ClassFactorizedSoftmax(nn.Module):
             return hidden.new_zeros(0)
         classes = self.word_class[targets]
         class_log_prob = F.log_softmax(self.class_layer(hidden), dim=-1).gather(-1, classes.unsqueeze(-1)).squeeze(-1)
-        rows, slot = present_rows(classes, self.class_first_row, self.class_size)
-        within_class = WithinClassLogProb.apply(hidden, self.word_layer.weight, self.word_layer.bias,
-                                                self.class_first_row[classes], self.class_size[classes],
-                                                self.position_in_class[targets], rows, slot, self.sparse_gradients)
+        tables = WordTables(self.word_class, self.position_in_class, self.class_first_row, self.class_size)
+        within_class = WithinClassLogProb.apply(hidden, self.word_layer.weight, self.word_layer.bias, targets, tables,
+                                                self.sparse_gradients)
         return class_log_prob + within_class
 
     def log_probs_all(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -283,7 +283,8 @@ class ElmanLanguageModel(nn.Module):
         self.hidden_size = hidden_size
         # Dropout on s(t) into the output layer only; the state carried from s(t) to s(t+1) is never dropped
         self.dropout = dropout
-        self.input_weights = nn.Embedding(vocabulary_size, hidden_size, sparse=True)  # U: a one-hot input times U
+        self.input_weights = nn.Embedding(vocabulary_size, hidden_size)  # U: a one-hot input times U
+        self.sparse_gradients = True  # see use_sparse_gradients
         self.recurrent = nn.Linear(hidden_size, hidden_size)  # W and b
         self.output = output
         for parameter in self.parameters():
@@ -292,7 +293,7 @@ class ElmanLanguageModel(nn.Module):
     def use_sparse_gradients(self, enabled: bool) -> None:
         """Row-sparse gradients for U and the class layer's word rows (one process), or dense ones, which
         data-parallel training can all-reduce (NCCL has no sparse all-reduce). The same values either way."""
-        self.input_weights.sparse = enabled
+        self.sparse_gradients = enabled
         if isinstance(self.output, ClassFactorizedSoftmax):
             self.output.sparse_gradients = enabled
 
@@ -302,17 +303,17 @@ class ElmanLanguageModel(nn.Module):
 
     def forward(self, words: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """words [B, T], state s(t-1) [B, H] -> hidden layers s(1..T) [B, T, H], last state [B, H]."""
-        inputs = self.input_weights(words) + self.recurrent.bias  # U w(t) + b
+        inputs = RowLookup.apply(self.input_weights.weight, words, self.sparse_gradients) + self.recurrent.bias  # U w(t) + b
         return SigmoidRecurrence.apply(inputs, self.recurrent.weight, state)
 
     def log_prob(self, words: torch.Tensor, targets: torch.Tensor, state: torch.Tensor):
         """Log-probability of each target [B, T] (0 where the target is IGNORE_INDEX), and the new state."""
         hidden, state = self(words, state)
-        keep = targets.reshape(-1) != IGNORE_INDEX
+        keep = targets != IGNORE_INDEX
         flat = F.dropout(hidden, self.dropout, self.training).reshape(-1, self.hidden_size)
-        log_prob = flat.new_zeros(keep.shape)
-        log_prob[keep] = self.output.log_prob(flat[keep], targets.reshape(-1)[keep])
-        return log_prob.view_as(targets), keep.view_as(targets), state
+        # a padded position scores word 0 and is then dropped: no boolean indexing (a sync and a copy) per block
+        log_prob = self.output.log_prob(flat, targets.clamp_min(0).reshape(-1)).view_as(targets)
+        return torch.where(keep, log_prob, 0.0), keep, state
 
 
 def build_network(config: Mikolov2010Config, vocabulary: Vocabulary) -> ElmanLanguageModel:

@@ -37,52 +37,78 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 _SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 
-// Token i's class has size[i] rows starting at first_row[i] of the [V, H] word layer; its word is
-// row first_row[i] + position[i]. prob (at offset[i]) keeps the class's softmax for the backward.
+// The word tables: word w is in class word_class[w] at position_in_class[w]; class c has class_size[c]
+// rows of the [V, H] word layer from class_first_row[c] on.
+struct Tables {
+  const int64_t *word_class, *position_in_class, *class_first_row, *class_size;
+};
+
+// The rows of the classes present, in ascending order, into rows; each token's first slot among them into
+// slot; returns the number of rows. class_slot is scratch of one entry per class.
+extern "C" int64_t present_rows(int64_t n, const int64_t* targets, Tables tables, int64_t num_classes,
+                                int64_t* class_slot, int64_t* slot, int64_t* rows) {
+  for (int64_t c = 0; c < num_classes; ++c) class_slot[c] = -1;
+  for (int64_t i = 0; i < n; ++i) class_slot[tables.word_class[targets[i]]] = 0;
+  int64_t count = 0;
+  for (int64_t c = 0; c < num_classes; ++c) {
+    if (class_slot[c] < 0) continue;
+    class_slot[c] = count;
+    for (int64_t j = 0; j < tables.class_size[c]; ++j) rows[count + j] = tables.class_first_row[c] + j;
+    count += tables.class_size[c];
+  }
+  for (int64_t i = 0; i < n; ++i) slot[i] = class_slot[tables.word_class[targets[i]]];
+  return count;
+}
+
+// prob keeps each token's softmax over its class for the backward, token after token.
 template <typename T>
-static void forward(int64_t n, int64_t h, const T* hidden, const T* weight, const T* bias, const int64_t* first_row,
-                    const int64_t* size, const int64_t* position, const int64_t* offset, T* prob, T* out) {
+static void forward(int64_t n, int64_t h, const T* hidden, const T* weight, const T* bias, const int64_t* targets,
+                    Tables tables, T* prob, T* out) {
   for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = tables.word_class[targets[i]], first = tables.class_first_row[c], size = tables.class_size[c];
     const T* x = hidden + i * h;
-    T* p = prob + offset[i];
     T max = -INFINITY;
-    for (int64_t j = 0; j < size[i]; ++j) {
-      const T* w = weight + (first_row[i] + j) * h;
+    for (int64_t j = 0; j < size; ++j) {
+      const T* w = weight + (first + j) * h;
       T dot = 0;
 #pragma omp simd reduction(+ : dot)
       for (int64_t k = 0; k < h; ++k) dot += w[k] * x[k];
-      p[j] = dot + bias[first_row[i] + j];
-      if (p[j] > max) max = p[j];
+      prob[j] = dot + bias[first + j];
+      if (prob[j] > max) max = prob[j];
     }
-    T target = p[position[i]] - max, sum = 0;
-    for (int64_t j = 0; j < size[i]; ++j) sum += (p[j] = std::exp(p[j] - max));
-    for (int64_t j = 0; j < size[i]; ++j) p[j] /= sum;
+    T target = prob[tables.position_in_class[targets[i]]] - max, sum = 0;
+    for (int64_t j = 0; j < size; ++j) sum += (prob[j] = std::exp(prob[j] - max));
+    for (int64_t j = 0; j < size; ++j) prob[j] /= sum;
     out[i] = target - std::log(sum);
+    prob += size;
   }
 }
 
-// d out[i] / d logit_j = [j == position] - p_j. grad_hidden is [n, H]; grad_rows [R, H] and
-// grad_bias [R] hold the rows of the classes present, token i's class from row slot[i] on (zeroed).
+// d out[i] / d logit_j = [j == position] - p_j. grad_rows [R, H] and grad_bias [R] (zeroed) hold the rows of
+// the classes present, token i's class from row slot[i] on.
 template <typename T>
-static void backward(int64_t n, int64_t h, const T* hidden, const T* weight, const int64_t* first_row,
-                     const int64_t* size, const int64_t* position, const int64_t* offset, const T* prob,
-                     const T* grad_out, const int64_t* slot, T* grad_hidden, T* grad_rows, T* grad_bias) {
+static void backward(int64_t n, int64_t h, const T* hidden, const T* weight, const int64_t* targets, Tables tables,
+                     const T* prob, const T* grad_out, const int64_t* slot, T* grad_hidden, T* grad_rows,
+                     T* grad_bias) {
   for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = tables.word_class[targets[i]], first = tables.class_first_row[c], size = tables.class_size[c];
+    const int64_t position = tables.position_in_class[targets[i]];
     const T* x = hidden + i * h;
-    const T* p = prob + offset[i];
     T* gx = grad_hidden + i * h;
     for (int64_t k = 0; k < h; ++k) gx[k] = 0;
-    for (int64_t j = 0; j < size[i]; ++j) {
-      T g = grad_out[i] * ((j == position[i] ? T(1) : T(0)) - p[j]);
-      const T* w = weight + (first_row[i] + j) * h;
+    for (int64_t j = 0; j < size; ++j) {
+      const T g = grad_out[i] * ((j == position ? T(1) : T(0)) - prob[j]);
+      const T* w = weight + (first + j) * h;
       T* gw = grad_rows + (slot[i] + j) * h;
 #pragma omp simd
       for (int64_t k = 0; k < h; ++k) {
@@ -91,22 +117,28 @@ static void backward(int64_t n, int64_t h, const T* hidden, const T* weight, con
       }
       grad_bias[slot[i] + j] += g;
     }
+    prob += size;
   }
 }
 
-#define EXPORT(T, NAME)                                                                                        \
-  extern "C" void forward_##NAME(int64_t n, int64_t h, const T* a, const T* b, const T* c, const int64_t* d,  \
-                                 const int64_t* e, const int64_t* f, const int64_t* g, T* p, T* o) {         \
-    forward<T>(n, h, a, b, c, d, e, f, g, p, o);                                                               \
-  }                                                                                                            \
-  extern "C" void backward_##NAME(int64_t n, int64_t h, const T* a, const T* b, const int64_t* d,             \
-                                  const int64_t* e, const int64_t* f, const int64_t* g, const T* p,           \
-                                  const T* go, const int64_t* s, T* gx, T* gw, T* gb) {                       \
-    backward<T>(n, h, a, b, d, e, f, g, p, go, s, gx, gw, gb);                                                 \
+#define EXPORT(T, NAME)                                                                                          \
+  extern "C" void forward_##NAME(int64_t n, int64_t h, const T* hidden, const T* weight, const T* bias,         \
+                                 const int64_t* targets, Tables tables, T* prob, T* out) {                      \
+    forward<T>(n, h, hidden, weight, bias, targets, tables, prob, out);                                         \
+  }                                                                                                              \
+  extern "C" void backward_##NAME(int64_t n, int64_t h, const T* hidden, const T* weight, const int64_t* targets, \
+                                  Tables tables, const T* prob, const T* grad_out, const int64_t* slot,         \
+                                  T* grad_hidden, T* grad_rows, T* grad_bias) {                                 \
+    backward<T>(n, h, hidden, weight, targets, tables, prob, grad_out, slot, grad_hidden, grad_rows, grad_bias); \
   }
 EXPORT(float, float32)
 EXPORT(double, float64)
 """
+
+
+class _Tables(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in ("word_class", "position_in_class", "class_first_row", "class_size")]
+
 
 _native = {}  # "library": the loaded kernel, or None when it could not be built
 _native_lock = threading.Lock()
@@ -134,9 +166,12 @@ def _build() -> ctypes.CDLL | None:
         except (OSError, subprocess.SubprocessError):
             return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
+    loaded.present_rows.argtypes = [size, pointer, _Tables, size, pointer, pointer, pointer]
+    loaded.present_rows.restype = size
     for name in ("float32", "float64"):
-        getattr(loaded, f"forward_{name}").argtypes = [size, size] + [pointer] * 9
-        getattr(loaded, f"backward_{name}").argtypes = [size, size] + [pointer] * 12
+        getattr(loaded, f"forward_{name}").argtypes = [size, size, pointer, pointer, pointer, pointer, _Tables,
+                                                       pointer, pointer]
+        getattr(loaded, f"backward_{name}").argtypes = [size, size, pointer, pointer, pointer, _Tables] + [pointer] * 6
     return loaded
 
 
@@ -152,7 +187,7 @@ def _pointers(*tensors: torch.Tensor) -> list[ctypes.c_void_p]:
 
 
 def present_rows(classes: torch.Tensor, class_first_row: torch.Tensor, class_size: torch.Tensor):
-    """The rows of every class in ``classes`` (sorted, each once), and each token's first slot among them."""
+    """The rows of every class in ``classes`` (ascending, each once), and each token's first slot among them."""
     present, inverse = torch.unique(classes, return_inverse=True)
     sizes = class_size[present]
     slot_of_class = torch.cumsum(sizes, 0) - sizes
@@ -161,44 +196,62 @@ def present_rows(classes: torch.Tensor, class_first_row: torch.Tensor, class_siz
     return rows, slot_of_class[inverse]
 
 
-class WithinClassLogProb(torch.autograd.Function):
-    """log P(w | c(w), s) per token, and its gradient only on the rows of the classes present.
+class WordTables(NamedTuple):
+    """Where each word's row is in a word layer whose rows are grouped by class (int64 tensors)."""
 
-    ``first_row``, ``size`` and ``position`` give each token's class rows and its word's place among
-    them; ``rows`` / ``slot`` are ``present_rows``. The weight and bias gradients are
-    sparse COO tensors over ``rows`` when ``sparse`` is true, else dense.
-    """
+    word_class: torch.Tensor  # [V]
+    position_in_class: torch.Tensor  # [V]: the word's row is class_first_row[its class] + this
+    class_first_row: torch.Tensor  # [classes]
+    class_size: torch.Tensor  # [classes]
+
+
+class WithinClassLogProb(torch.autograd.Function):
+    """log P(w | c(w), s) of each target word [N] given hidden [N, H], and the gradients of the word layer
+    (weight [V, H], bias [V]) only on the rows of the classes present: sparse COO tensors when ``sparse``,
+    else dense."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, first_row, size, position, rows, slot, sparse):
-        hidden, weight, bias = hidden.contiguous(), weight.contiguous(), bias.contiguous()
-        offset = torch.cumsum(size, 0) - size
+    def forward(ctx, hidden, weight, bias, targets, tables: WordTables, sparse: bool):
+        hidden, weight, bias, targets = hidden.contiguous(), weight.contiguous(), bias.contiguous(), targets.contiguous()
+        tables = WordTables(*(table.contiguous() for table in tables))
         if _use_native(hidden, weight, bias):
-            prob = hidden.new_empty(int(size.sum()))
-            out = hidden.new_empty(hidden.shape[0])
-            kernel = getattr(native_kernel(), f"forward_{str(hidden.dtype).removeprefix('torch.')}")
-            kernel(hidden.shape[0], hidden.shape[1],
-                   *_pointers(hidden, weight, bias, first_row, size, position, offset, prob, out))
+            kernel = native_kernel()
+            packed = _Tables(*(table.data_ptr() for table in tables))
+            slot, rows = torch.empty_like(targets), torch.empty(len(weight), dtype=torch.long)
+            scratch = torch.empty(len(tables.class_size), dtype=torch.long)
+            count = kernel.present_rows(len(targets), targets.data_ptr(), packed, len(scratch), scratch.data_ptr(),
+                                        slot.data_ptr(), rows.data_ptr())
+            rows = rows[:count]
+            prob = hidden.new_empty(int(tables.class_size[tables.word_class[targets]].sum()))
+            out = hidden.new_empty(len(targets))
+            getattr(kernel, f"forward_{_name(hidden)}")(len(targets), hidden.shape[1],
+                                                        *_pointers(hidden, weight, bias, targets), packed,
+                                                        *_pointers(prob, out))
         else:
-            out, prob = _log_prob_by_class(hidden, weight, bias, first_row, size, position, offset)
-        ctx.save_for_backward(hidden, weight, first_row, size, position, offset, prob, rows, slot)
+            classes = tables.word_class[targets]
+            rows, slot = present_rows(classes, tables.class_first_row, tables.class_size)
+            out, prob = _log_prob_by_class(hidden, weight, bias, targets, tables)
+        ctx.save_for_backward(hidden, weight, targets, prob, rows, slot, *tables)
         ctx.sparse = sparse
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
-        hidden, weight, first_row, size, position, offset, prob, rows, slot = ctx.saved_tensors
+        hidden, weight, targets, prob, rows, slot, *tables = ctx.saved_tensors
+        tables = WordTables(*tables)
         grad_out = grad_out.contiguous()
         grad_rows = hidden.new_zeros(len(rows), hidden.shape[1])
         grad_bias = hidden.new_zeros(len(rows))
         if _use_native(hidden, weight, grad_out):
             grad_hidden = torch.empty_like(hidden)
-            kernel = getattr(native_kernel(), f"backward_{str(hidden.dtype).removeprefix('torch.')}")
-            kernel(hidden.shape[0], hidden.shape[1], *_pointers(hidden, weight, first_row, size, position, offset,
-                                                                prob, grad_out, slot, grad_hidden, grad_rows, grad_bias))
+            packed = _Tables(*(table.data_ptr() for table in tables))
+            getattr(native_kernel(), f"backward_{_name(hidden)}")(
+                len(targets), hidden.shape[1], *_pointers(hidden, weight, targets), packed,
+                *_pointers(prob, grad_out, slot, grad_hidden, grad_rows, grad_bias))
         else:
-            grad_hidden = _backward_by_class(hidden, weight, first_row, size, position, offset, prob, grad_out, slot,
-                                             grad_rows, grad_bias)
+            grad_hidden = _backward_by_class(hidden, weight, targets, tables, prob, grad_out, slot, grad_rows,
+                                             grad_bias)
         if ctx.sparse:
             index = rows.unsqueeze(0)
             grad_weight = torch.sparse_coo_tensor(index, grad_rows, weight.shape, is_coalesced=True,
@@ -208,36 +261,49 @@ class WithinClassLogProb(torch.autograd.Function):
         else:
             grad_weight = weight.new_zeros(weight.shape).index_copy_(0, rows, grad_rows)
             grad_bias = weight.new_zeros(weight.shape[0]).index_copy_(0, rows, grad_bias)
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
-def _groups(first_row: torch.Tensor, size: torch.Tensor):
-    """Per class present: its rows, its tokens and their positions in the token order (the PyTorch path)."""
-    order = torch.argsort(first_row, stable=True)
-    present, counts = torch.unique_consecutive(first_row[order], return_counts=True)
-    sizes = size[order][torch.cumsum(counts, 0) - counts]
+def _name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def _groups(targets: torch.Tensor, tables: WordTables):
+    """Per class present: its rows and its tokens; and each token's offset in ``prob`` (the PyTorch path)."""
+    classes = tables.word_class[targets]
+    sizes = tables.class_size[classes]
+    offset = torch.cumsum(sizes, 0) - sizes
+    order = torch.argsort(classes, stable=True)
+    present, counts = torch.unique_consecutive(classes[order], return_counts=True)
     ends = torch.cumsum(counts, 0).tolist()
-    for row, class_size, count, end in zip(present.tolist(), sizes.tolist(), counts.tolist(), ends):
-        yield slice(row, row + class_size), order[end - count:end]
+    groups = []
+    for c, count, end in zip(present.tolist(), counts.tolist(), ends):
+        first, size = int(tables.class_first_row[c]), int(tables.class_size[c])
+        tokens = order[end - count:end]
+        columns = offset[tokens, None] + torch.arange(size, device=targets.device)
+        groups.append((slice(first, first + size), tokens, columns))
+    return groups, int(sizes.sum())
 
 
-def _log_prob_by_class(hidden, weight, bias, first_row, size, position, offset):
+def _log_prob_by_class(hidden, weight, bias, targets, tables: WordTables):
     """The forward without the kernel: one matrix multiply per class present."""
     out = hidden.new_empty(hidden.shape[0])
-    prob = hidden.new_empty(int(size.sum()))
-    for rows, tokens in _groups(first_row, size):
+    groups, total = _groups(targets, tables)
+    prob = hidden.new_empty(total)
+    position = tables.position_in_class[targets]
+    for rows, tokens, columns in groups:
         log_prob = F.log_softmax(torch.addmm(bias[rows], hidden[tokens], weight[rows].t()), dim=-1)
         out[tokens] = log_prob.gather(1, position[tokens, None]).squeeze(1)
-        columns = offset[tokens, None] + torch.arange(rows.stop - rows.start, device=hidden.device)
         prob[columns.flatten()] = log_prob.exp().flatten()
     return out, prob
 
 
-def _backward_by_class(hidden, weight, first_row, size, position, offset, prob, grad_out, slot, grad_rows, grad_bias):
+def _backward_by_class(hidden, weight, targets, tables: WordTables, prob, grad_out, slot, grad_rows, grad_bias):
     """The backward without the kernel: d out / d logits = onehot(w) - softmax, per class present."""
     grad_hidden = torch.empty_like(hidden)
-    for rows, tokens in _groups(first_row, size):
-        columns = offset[tokens, None] + torch.arange(rows.stop - rows.start, device=hidden.device)
+    groups, _ = _groups(targets, tables)
+    position = tables.position_in_class[targets]
+    for rows, tokens, columns in groups:
         scale = grad_out[tokens, None]
         grad_logits = prob[columns].mul(scale).scatter_add_(1, position[tokens, None], -scale).neg_()
         grad_hidden[tokens] = grad_logits @ weight[rows]

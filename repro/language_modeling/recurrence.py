@@ -20,11 +20,10 @@ class SigmoidRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, inputs, weight, state):
-        steps = inputs.transpose(0, 1)  # time-major, so each step's output is one contiguous block
-        hidden = inputs.new_empty(steps.shape)
-        previous = state
-        for t in range(steps.shape[0]):
-            previous = torch.sigmoid(torch.addmm(steps[t], previous, weight.t()), out=hidden[t])
+        hidden = inputs.new_empty(inputs.transpose(0, 1).shape)  # time-major: each step's output is contiguous
+        previous, weight_t = state, weight.t()
+        for step_input, output in zip(inputs.unbind(1), hidden.unbind(0)):
+            previous = torch.sigmoid(torch.addmm(step_input, previous, weight_t), out=output)
         ctx.save_for_backward(weight, state, hidden)
         return hidden.transpose(0, 1), previous.clone()
 
@@ -36,9 +35,10 @@ class SigmoidRecurrence(torch.autograd.Function):
         carry = torch.zeros_like(state) if grad_last is None else grad_last  # d loss / d s(t), from later steps
         derivative = hidden * (1 - hidden)  # sigmoid'(z) = s (1 - s)
         grad_inputs = torch.empty_like(hidden)  # d loss / d z(t)
-        for t in reversed(range(hidden.shape[0])):
-            torch.mul(carry + grad_hidden[t], derivative[t], out=grad_inputs[t])
-            carry = grad_inputs[t] @ weight  # z(t) = x(t) + s(t-1) W^T
+        for grad, slope, grad_input in zip(reversed(grad_hidden.unbind(0)), reversed(derivative.unbind(0)),
+                                           reversed(grad_inputs.unbind(0))):
+            torch.mul(carry + grad, slope, out=grad_input)
+            carry = torch.mm(grad_input, weight)  # z(t) = x(t) + s(t-1) W^T
         previous = torch.cat([state.unsqueeze(0), hidden[:-1]])  # s(t-1) for every step
         size = hidden.shape[-1]
         grad_weight = grad_inputs.reshape(-1, size).t() @ previous.reshape(-1, size)

@@ -12,14 +12,23 @@ several timed rounds, so a machine shared with other jobs reports its speed, not
 GFLOP/s count the model's multiply-adds (2 FLOPs each, backward = 2x forward) and are set against this
 machine's measured fp32 matmul peak. Prints a table and writes JSON.
 
+Gradient clipping is timed where the preset that trains at that shape clips: not at 1x10 (the
+``toolkit`` preset, as the toolkit), at 1.0 elsewhere (the ``ptb`` preset). The JSON records the load
+average, because the machine these numbers come from is shared.
+
 A second set of rows takes a WikiText-2-sized vocabulary (33,278 words, Merity et al. 2016's Table 1)
 as a synthetic Zipf stream with the ``wikitext2`` preset's classes (182, about sqrt(V)): the full
 softmax's cost grows with the vocabulary and the class layer's with about its square root, so what
-the class-based output buys grows with the corpus (WikiText-103's 268k words: more still). Measured
-(results/benchmarks/mikolov2010.json, one core of a shared AMD EPYC, hidden 200): at 33,278 words the
-full softmax trains at about 1,000 tokens/s whatever the shape, 182 classes at 4,100 (8x20, the
-wikitext2 preset) and 11,900 (32x20), a 4.0x and 12.4x speed-up, against 2.5x and 7.0x at PTB's 10k
-words (a second run on the same machine gave 4.6x and 11.2x: the machine was shared).
+the class-based output buys grows with the corpus (WikiText-103's 268k words: more still).
+
+What makes the class layer fast (papers/mikolov2010.py, repro/language_modeling/class_output.py,
+recurrence.py, sparse_rows.py): profiled at the toolkit's 1x10, a step spent most of its time on
+work proportional to the whole vocabulary (dense [V, H] gradients of U and the word layer, zeroed,
+added and freed every update), then on a Python loop over the classes present and on the CPU RNN's
+graph node per word. Now U and the word layer get row-sparse gradients (only the rows the block
+used), one C++ call computes every word's within-class softmax and one its backward (PyTorch's loop
+over classes where no compiler is found, or on a GPU), and the sigmoid recurrence is backpropagated
+by hand. The numbers: results/benchmarks/mikolov2010.json, written by this script (none are typed here).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
 from collections import Counter
@@ -76,7 +86,7 @@ def model_flops_per_token(network, targets: torch.Tensor, hidden: int) -> float:
 
 
 def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: float, rounds: int = 5,
-                      warm_up: int = 3) -> tuple[float, float]:
+                      warm_up: int = 3, clip: float | None = 1.0) -> tuple[float, float]:
     """Best of ``rounds`` timed rounds of ``seconds / rounds`` each, after ``warm_up`` untimed steps."""
     torch.manual_seed(0)
     network = build_network(config, vocabulary)
@@ -89,10 +99,11 @@ def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: fl
         window = slice(step * config.bptt % (stream.shape[1] - config.bptt - 1), None)
         words = stream[:, window][:, : config.bptt]
         targets = stream[:, window][:, 1: config.bptt + 1]
-        log_prob, keep, state = network.log_prob(words, targets, state.detach())
+        log_prob, _, state = network.log_prob(words, targets, state.detach())
         optimizer.zero_grad()
         (-log_prob.mean()).backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), clip)
         optimizer.step()
         step += 1
         return targets.numel(), model_flops_per_token(network, targets, config.hidden_size) * targets.numel()
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     # --quick: every code path once, not numbers
     seconds, rounds, warm_up = (0.2, 2, 1) if args.quick else (20.0, 5, 3)
 
+    load_at_start = os.getloadavg()
     peak = matmul_peak_gflops(0.25 if args.quick else seconds / 2)
     rows, speedups = [], {}
 
@@ -136,10 +148,14 @@ def main(argv: list[str] | None = None) -> None:
             config = Mikolov2010Config(output_layer=output_layer, batch_size=batch_size, bptt=bptt,
                                        hidden_size=args.hidden_size, class_assignment=preset["class_assignment"],
                                        num_classes=num_classes)
-            rate, gflops = tokens_per_second(config, vocabulary, stream, seconds, rounds, warm_up)
+            toolkit = {**dataclasses.asdict(Mikolov2010Config()), **PRESETS["toolkit"]}
+            trains_at = toolkit if (batch_size, bptt) == (toolkit["batch_size"], toolkit["bptt"]) else preset
+            rate, gflops = tokens_per_second(config, vocabulary, stream, seconds, rounds, warm_up,
+                                             clip=trains_at["gradient_clip_val"])
             rows.append({"data": data, "vocabulary_size": len(vocabulary), "output_layer": output_layer,
                          "num_classes": num_classes if output_layer == "classes" else None,
                          "hidden_size": config.hidden_size, "batch_size": batch_size, "bptt": config.bptt,
+                         "gradient_clip_val": trains_at["gradient_clip_val"],
                          "tokens_per_s": round(rate, 1), "gflops": round(gflops, 2),
                          "fraction_of_peak": round(gflops / peak, 3)})
         speedups[key] = round(rows[-2]["tokens_per_s"] / rows[-1]["tokens_per_s"], 2)
@@ -167,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     result = {"benchmark": "mikolov2010-training-throughput", "data": data, "quick": args.quick,
               "matmul_peak_gflops": round(peak, 1), "rows": rows, "class_speedup_by_shape": speedups,
               "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "python": platform.python_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "python": platform.python_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              # 1, 5 and 15-minute load averages at the start and the end: other jobs on the cores slow every row
+              "load_average": {"start": [round(x, 2) for x in load_at_start], "end": [round(x, 2) for x in os.getloadavg()]}}
     path = args.out / "mikolov2010.json"
     write_atomic(path, json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")

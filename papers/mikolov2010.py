@@ -68,7 +68,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from repro.config import (
     NonNegativeFloat,
@@ -79,8 +78,11 @@ from repro.config import (
     TrainingConfig,
 )
 from repro.language_modeling import IGNORE_INDEX
+from repro.language_modeling.class_output import WithinClassLogProb, WordTables
 from repro.language_modeling.kneser_ney import KneserNeyLanguageModel
 from repro.language_modeling.module import LanguageModelModule
+from repro.language_modeling.recurrence import SigmoidRecurrence
+from repro.language_modeling.sparse_rows import RowLookup
 from repro.registry import BaselineResult, Claim, PaperEntry, PublishedResult, Side, register_paper
 from repro.vocabulary import Vocabulary
 
@@ -218,50 +220,16 @@ class FullSoftmax(nn.Module):
         return F.log_softmax(self.output(hidden), dim=-1)
 
 
-class WithinClassLogProb(torch.autograd.Function):
-    """log P(w | c(w), s) for tokens sorted by class, with a hand-written backward.
-
-    ``groups`` lists, per class present in the batch, its rows of the word layer and its tokens (both
-    contiguous slices). Through autograd, each class costs a graph node per operation and its weight
-    gradient a full-size zero tensor plus a concatenation; here the backward writes each class's
-    gradient straight into its rows: d log_softmax(z)[w] / dz = onehot(w) - softmax(z).
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, within, groups):
-        out = hidden.new_zeros(hidden.shape[0])  # a class of one word: log P(w | c) = 0
-        log_probs = []
-        for rows, tokens in groups:
-            log_prob = F.log_softmax(torch.addmm(bias[rows], hidden[tokens], weight[rows].t()), dim=-1)
-            out[tokens] = log_prob.gather(1, within[tokens, None]).squeeze(1)
-            log_probs.append(log_prob)
-        ctx.save_for_backward(hidden, weight, within)
-        ctx.groups, ctx.log_probs = groups, log_probs
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        hidden, weight, within = ctx.saved_tensors
-        grad_hidden = torch.zeros_like(hidden)
-        grad_weight = torch.zeros_like(weight)
-        grad_bias = torch.zeros_like(weight[:, 0])
-        for (rows, tokens), log_prob in zip(ctx.groups, ctx.log_probs):
-            scale = grad_out[tokens, None]
-            grad_logits = log_prob.exp().mul_(scale).scatter_add_(1, within[tokens, None], -scale).neg_()
-            torch.mm(grad_logits, weight[rows], out=grad_hidden[tokens])
-            grad_weight[rows].addmm_(grad_logits.t(), hidden[tokens])
-            grad_bias[rows] += grad_logits.sum(0)
-        return grad_hidden, grad_weight, grad_bias, None, None
-
-
 class ClassFactorizedSoftmax(nn.Module):
     """P(w | s) = P(c(w) | s) * P(w | c(w), s), Extensions Sec. 4.
 
     Only the target's class is normalised over, so the cost per word is O(classes + class size)
     instead of O(vocabulary). The word rows are stored grouped by class, so a class's weights are a
-    contiguous slice; the tokens of a batch are sorted by class, so each class present costs one
-    matrix multiply forward and two backward (WithinClassLogProb), and a class of one word none.
+    contiguous slice; ``WithinClassLogProb`` (repro.language_modeling.class_output) walks each word's
+    slice in one fused call and gives the word layer a gradient only on the rows of the classes present.
     """
+
+    sparse_gradients = True  # row-sparse gradients for the word layer (see ElmanLanguageModel.use_sparse_gradients)
 
     def __init__(self, hidden_size: int, word_class: torch.Tensor):
         super().__init__()
@@ -274,6 +242,8 @@ class ClassFactorizedSoftmax(nn.Module):
         self.register_buffer("word_class", word_class)
         self.register_buffer("position_in_class", position)
         self.register_buffer("row_of_word", torch.argsort(order))
+        self.register_buffer("class_first_row", starts, persistent=False)
+        self.register_buffer("class_size", sizes, persistent=False)
         self.class_sizes = sizes.tolist()
         self.class_rows = [slice(start, start + size) for start, size in zip(starts.tolist(), self.class_sizes)]
         self.class_layer = nn.Linear(hidden_size, num_classes)
@@ -284,14 +254,10 @@ class ClassFactorizedSoftmax(nn.Module):
             return hidden.new_zeros(0)
         classes = self.word_class[targets]
         class_log_prob = F.log_softmax(self.class_layer(hidden), dim=-1).gather(-1, classes.unsqueeze(-1)).squeeze(-1)
-        by_class = torch.argsort(classes)
-        present, counts = torch.unique_consecutive(classes[by_class], return_counts=True)
-        ends = torch.cumsum(counts, 0).tolist()
-        groups = [(self.class_rows[c], slice(end - count, end))
-                  for c, count, end in zip(present.tolist(), counts.tolist(), ends) if self.class_sizes[c] > 1]
-        sorted_log_prob = WithinClassLogProb.apply(hidden[by_class], self.word_layer.weight, self.word_layer.bias,
-                                                   self.position_in_class[targets[by_class]], groups)
-        return class_log_prob + torch.empty_like(sorted_log_prob).index_copy(0, by_class, sorted_log_prob)
+        tables = WordTables(self.word_class, self.position_in_class, self.class_first_row, self.class_size)
+        within_class = WithinClassLogProb.apply(hidden, self.word_layer.weight, self.word_layer.bias, targets, tables,
+                                                self.sparse_gradients)
+        return class_log_prob + within_class
 
     def log_probs_all(self, hidden: torch.Tensor) -> torch.Tensor:
         """The whole distribution over the vocabulary (for sampling and tests)."""
@@ -305,10 +271,10 @@ class ClassFactorizedSoftmax(nn.Module):
 class ElmanLanguageModel(nn.Module):
     """s(t) = sigmoid(U w(t) + W s(t-1) + b) (Sec. 2 Eq. 1-2), then the output layer (Eq. 3).
 
-    The recurrence runs in PyTorch's fused tanh-RNN kernel instead of a Python loop over words. The
-    sigmoid network is computed exactly through sigmoid(z) = (1 + tanh(z / 2)) / 2: with g = 2s - 1,
-    g(t) = tanh((U w(t) + b + W 1 / 2) / 2 + (W / 4) g(t-1)). The parameters stay U, W and b, so the
-    gradients are those of the sigmoid network.
+    The recurrence is ``SigmoidRecurrence`` (repro.language_modeling.recurrence): one matrix multiply
+    and one sigmoid per word forward, backpropagated through time by hand, without a graph node per
+    word. U's gradient is row-sparse (the words of the block) like the class layer's word rows, so an
+    update touches what the block used, as in the RNNLM toolkit, not all 10k x H weights.
     """
 
     def __init__(self, vocabulary_size: int, hidden_size: int, output: nn.Module, init_std: float,
@@ -318,11 +284,18 @@ class ElmanLanguageModel(nn.Module):
         # Dropout on s(t) into the output layer only; the state carried from s(t) to s(t+1) is never dropped
         self.dropout = dropout
         self.input_weights = nn.Embedding(vocabulary_size, hidden_size)  # U: a one-hot input times U
+        self.sparse_gradients = True  # see use_sparse_gradients
         self.recurrent = nn.Linear(hidden_size, hidden_size)  # W and b
         self.output = output
-        self._kernel = [nn.RNN(hidden_size, hidden_size, batch_first=True)]  # weights supplied per call
         for parameter in self.parameters():
             nn.init.normal_(parameter, 0.0, init_std)
+
+    def use_sparse_gradients(self, enabled: bool) -> None:
+        """Row-sparse gradients for U and the class layer's word rows (one process), or dense ones, which
+        data-parallel training can all-reduce (NCCL has no sparse all-reduce). The same values either way."""
+        self.sparse_gradients = enabled
+        if isinstance(self.output, ClassFactorizedSoftmax):
+            self.output.sparse_gradients = enabled
 
     def initial_state(self, batch_size: int, device: torch.device) -> torch.Tensor:
         # Sec. 2.1: the hidden layer starts at 0.1 in the toolkit; any constant works, 0.1 matches it
@@ -330,23 +303,17 @@ class ElmanLanguageModel(nn.Module):
 
     def forward(self, words: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """words [B, T], state s(t-1) [B, H] -> hidden layers s(1..T) [B, T, H], last state [B, H]."""
-        weight, bias = self.recurrent.weight, self.recurrent.bias
-        tanh_input = self.input_weights(words) + bias + 0.5 * weight.sum(dim=1)
-        kernel = self._kernel[0].to(words.device)
-        eye = torch.eye(self.hidden_size, device=words.device, dtype=weight.dtype)
-        zero = torch.zeros(self.hidden_size, device=words.device, dtype=weight.dtype)
-        params = {"weight_ih_l0": 0.5 * eye, "weight_hh_l0": 0.25 * weight, "bias_ih_l0": zero, "bias_hh_l0": zero}
-        g, g_last = functional_call(kernel, params, (tanh_input, (2 * state - 1).unsqueeze(0)))
-        return (1 + g) / 2, (1 + g_last.squeeze(0)) / 2
+        inputs = RowLookup.apply(self.input_weights.weight, words, self.sparse_gradients) + self.recurrent.bias  # U w(t) + b
+        return SigmoidRecurrence.apply(inputs, self.recurrent.weight, state)
 
     def log_prob(self, words: torch.Tensor, targets: torch.Tensor, state: torch.Tensor):
         """Log-probability of each target [B, T] (0 where the target is IGNORE_INDEX), and the new state."""
         hidden, state = self(words, state)
-        keep = targets.reshape(-1) != IGNORE_INDEX
+        keep = targets != IGNORE_INDEX
         flat = F.dropout(hidden, self.dropout, self.training).reshape(-1, self.hidden_size)
-        log_prob = flat.new_zeros(keep.shape)
-        log_prob[keep] = self.output.log_prob(flat[keep], targets.reshape(-1)[keep])
-        return log_prob.view_as(targets), keep.view_as(targets), state
+        # a padded position scores word 0 and is then dropped: no boolean indexing (a sync and a copy) per block
+        log_prob = self.output.log_prob(flat, targets.clamp_min(0).reshape(-1)).view_as(targets)
+        return torch.where(keep, log_prob, 0.0), keep, state
 
 
 def build_network(config: Mikolov2010Config, vocabulary: Vocabulary) -> ElmanLanguageModel:
@@ -392,6 +359,10 @@ class Mikolov2010(LanguageModelModule):
 
     def after_dynamic_update(self, optimizer: torch.optim.Optimizer, updates: int) -> None:
         self._l2_decay(optimizer, updates)
+
+    def setup(self, stage: str) -> None:
+        # one process: row-sparse gradients of U and the word rows; several: dense ones, which DDP all-reduces
+        self.network.use_sparse_gradients(self.trainer.world_size == 1)
 
     # --- training -------------------------------------------------------------------------------
     def _parameter_groups(self, network: ElmanLanguageModel, rate: float) -> list[dict]:

@@ -62,6 +62,10 @@ EQUIVALENCE_CASES = {
 }
 FLICKR8K_FIXTURE = ("vinyals2014", "xu2015")  # cases that train on tests/test_captions.py's Flickr8k fixture
 RELATIVE_TOLERANCE = 1e-6
+# mikolov2010 trains one process on row-sparse gradients of U and the word rows and several on dense ones
+# (NCCL cannot all-reduce sparse tensors): the same values, rounded differently in the clipping norm and the
+# SGD update, which moved epoch 0's training perplexity by 1.5e-6 relative (21.97063 against 21.97060)
+ROW_SPARSE_TOLERANCE = 1e-5
 
 
 def repro_process(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -112,12 +116,12 @@ def reference_runs(tmp_path_factory):
     return root, reference
 
 
-def assert_same_metrics(expected: dict, actual: dict, keys) -> None:
+def assert_same_metrics(expected: dict, actual: dict, keys, rel: float = RELATIVE_TOLERANCE) -> None:
     for key in keys:
-        assert actual["metrics"][key] == pytest.approx(expected["metrics"][key], rel=RELATIVE_TOLERANCE), key
+        assert actual["metrics"][key] == pytest.approx(expected["metrics"][key], rel=rel), key
     assert len(actual["history"]) == len(expected["history"])
     for mine, theirs in zip(actual["history"], expected["history"]):  # every epoch's validation too
-        assert mine == pytest.approx(theirs, rel=RELATIVE_TOLERANCE)
+        assert mine == pytest.approx(theirs, rel=rel)
 
 
 @pytest.mark.slow
@@ -142,7 +146,8 @@ def test_two_processes_train_and_evaluate_like_one(paper, reference_runs, tmp_pa
     assert trainer["per_process_batch_size"] * 2 == reference[paper]["trainer"]["per_process_batch_size"]
     assert trainer["effective_batch_size"] == reference[paper]["trainer"]["effective_batch_size"]
     assert record["global_step"] == reference[paper]["global_step"]
-    assert_same_metrics(reference[paper], record, keys)
+    assert_same_metrics(reference[paper], record, keys,
+                        rel=ROW_SPARSE_TOLERANCE if paper == "mikolov2010" else RELATIVE_TOLERANCE)
 
 
 def newest_checkpoint_state(run_dir: Path) -> dict | None:
@@ -223,7 +228,7 @@ def test_a_run_killed_in_one_process_resumes_in_two(reference_runs, killed_run, 
     assert resumed["hardware"]["world_size"] == 2 and resumed["resumed_from"].endswith("last.ckpt")
     expected = reference_of("mikolov2010")
     assert resumed["global_step"] == expected["global_step"]
-    assert_same_metrics(expected, resumed, EQUIVALENCE_CASES["mikolov2010"][1])
+    assert_same_metrics(expected, resumed, EQUIVALENCE_CASES["mikolov2010"][1], rel=ROW_SPARSE_TOLERANCE)
 
 
 SLURM_TASK = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "repro-mikolov2010-smoke", "SLURM_NTASKS": "8",

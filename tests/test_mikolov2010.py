@@ -14,6 +14,7 @@ from papers.mikolov2010 import (
     assign_classes,
     learning_rate_schedule,
 )
+from repro.language_modeling import class_output
 
 
 def test_fused_recurrence_is_the_sigmoid_network_of_the_paper():
@@ -93,12 +94,32 @@ def test_checkpoint_carries_config_and_vocabulary(tiny_corpus, tmp_path):
     assert len(lines) == 2 and all(set(line.split()) <= set(module.vocabulary.words) for line in lines)
 
 
-def test_class_layer_gradients_match_autograd_through_the_whole_distribution():
-    """The hand-written backward of the class layer (WithinClassLogProb) against plain autograd through
-    log_probs_all, in float64, with classes of one word (skipped: log P(w | c) = 0) and repeated targets."""
+def _dense(gradient: torch.Tensor) -> torch.Tensor:
+    return gradient.to_dense() if gradient.is_sparse else gradient
+
+
+# the fused C++ kernel of the class layer, and the PyTorch loop over classes that runs without a compiler or on a GPU
+KERNELS = ["native", "pytorch"]
+
+
+@pytest.fixture
+def kernel(request, monkeypatch):
+    if request.param == "native" and class_output.native_kernel() is None:
+        pytest.skip("no C++ compiler: the class layer runs its PyTorch path")
+    if request.param == "pytorch":
+        monkeypatch.setitem(class_output._native, "library", None)
+    return request.param
+
+
+@pytest.mark.parametrize("kernel", KERNELS, indirect=True)
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+def test_class_layer_gradients_match_autograd_through_the_whole_distribution(kernel, sparse):
+    """The fused class layer (WithinClassLogProb) against plain autograd through log_probs_all, in float64,
+    with classes of one word (log P(w | c) = 0) and repeated targets, its gradients row-sparse or dense."""
     torch.manual_seed(0)
     word_class = torch.tensor([0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 1])
     output = ClassFactorizedSoftmax(5, word_class).double()
+    output.sparse_gradients = sparse
     for parameter in output.parameters():
         torch.nn.init.normal_(parameter)
     hidden = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
@@ -106,11 +127,35 @@ def test_class_layer_gradients_match_autograd_through_the_whole_distribution():
     weights = torch.rand(9, dtype=torch.float64)  # a non-uniform upstream gradient
     parameters = [hidden, *output.parameters()]
     fast = torch.autograd.grad((output.log_prob(hidden, targets) * weights).sum(), parameters)
+    assert fast[3].is_sparse == sparse  # the word layer's weight
     reference = output.log_probs_all(hidden).gather(1, targets[:, None]).squeeze(1)
     slow = torch.autograd.grad((reference * weights).sum(), parameters)
     for got, expected in zip(fast, slow):
-        assert torch.allclose(got, expected, atol=1e-12)
+        torch.testing.assert_close(_dense(got), expected, rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(lambda h: output.log_prob(h, targets), (hidden,))
+
+
+@pytest.mark.parametrize("kernel", KERNELS, indirect=True)
+def test_a_training_step_has_the_gradients_of_the_papers_equations(kernel):
+    """The whole step as it trains (U and the word rows row-sparse, the hand-written BPTT, the fused class
+    layer, a carried state) against autograd through Eq. 1-3 written out word by word, in float64."""
+    torch.manual_seed(0)
+    counts = [50, 30, 20, 9, 8, 7, 6, 5, 4, 3, 2, 2, 1, 1]
+    network = ElmanLanguageModel(14, 6, ClassFactorizedSoftmax(6, assign_classes(counts, 4, "frequency")),
+                                 init_std=0.5).double()
+    words, targets = torch.randint(0, 14, (3, 10)), torch.randint(0, 14, (3, 10))
+    state = torch.rand(3, 6, dtype=torch.float64)
+    log_prob, _, _ = network.log_prob(words, targets, state)
+    fast = torch.autograd.grad(-log_prob.mean(), list(network.parameters()))
+    assert network.input_weights.weight.grad is None and fast[0].is_sparse
+    U, W, b = network.input_weights.weight, network.recurrent.weight, network.recurrent.bias
+    total = 0
+    for t in range(10):  # Sec. 2 Eq. 1-3, one word at a time
+        state = torch.sigmoid(U[words[:, t]] + state @ W.T + b)
+        total = total + network.output.log_probs_all(state).gather(1, targets[:, t, None]).sum()
+    slow = torch.autograd.grad(-total / 30, list(network.parameters()))
+    for got, expected in zip(fast, slow):
+        torch.testing.assert_close(_dense(got), expected, rtol=0, atol=1e-12)
 
 
 def test_l2_is_the_toolkits_decay_whatever_the_words_per_update(tiny_corpus):

@@ -91,7 +91,7 @@ def hardware(trainer=None) -> dict[str, Any]:
     return info
 
 
-def determinism(trainer=None) -> dict[str, Any]:
+def determinism(trainer=None, config=None) -> dict[str, Any]:
     """What else a run's numbers depend on, beside its seed, config, data and code: the same seed on the
     same machine (CPU, thread count, library versions) gives the same numbers bit for bit; elsewhere,
     floating-point sums run in another order and the numbers move within a seed-to-seed spread."""
@@ -101,6 +101,10 @@ def determinism(trainer=None) -> dict[str, Any]:
                             if torch.backends.cudnn.is_available() else None}
     if trainer is not None:
         info["precision"] = str(trainer.precision)
+    if getattr(config, "max_time_minutes", None):  # how far training got depends on the machine's speed
+        info["time_capped_minutes"] = config.max_time_minutes
+        if trainer is not None:
+            info["stopped_by_time_cap"] = trainer.current_epoch < config.max_epochs
     return info
 
 

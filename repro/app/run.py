@@ -379,7 +379,7 @@ def _run(request: RunRequest, replay_steps: int | None = None):
         "first_losses": None if resume_checkpoint else first_losses.values,
         "versions": library_versions(),
         "hardware": hardware(trainer),
-        "determinism": determinism(trainer),
+        "determinism": determinism(trainer, config),
     }
     if getattr(module, "scoring", None):  # how the metrics were computed, e.g. sacreBLEU's signatures
         record["scoring"] = module.scoring

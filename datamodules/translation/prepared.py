@@ -29,21 +29,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import deque
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
-from datamodules.catalog import cache_dir
-from repro.files import file_md5
+from datamodules.preparation import build_once, cached_md5, mapped, prepared_folder, worker_count
 from repro.translation.text import TOKENIZATION_VERSION, tokenize
 
 FORMAT_VERSION = 1
@@ -61,18 +56,6 @@ class StreamStats:
     def skip(self, where: str) -> None:
         self.skipped_empty += 1
         self.first_empty = self.first_empty or where
-
-
-_MD5: dict[tuple, str] = {}
-
-
-def cached_md5(path: Path) -> str:
-    """A file's md5, computed once per process for one (path, size, modification time)."""
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _MD5:
-        _MD5[key] = file_md5(path)
-    return _MD5[key]
 
 
 def corpus_key(reader, source: str, target: str, lowercase: bool) -> tuple[str, dict]:
@@ -135,8 +118,8 @@ class SplitWriter:
 
     def __init__(self, folder: Path, split: str):
         self.folder, self.split = folder, split
-        self.ids = {side: open(folder / f"{split}.{side}.ids", "wb") for side in SIDES}
-        self.text = open(folder / f"{split}.text.bin", "wb")
+        self.ids = {side: open(folder / f"{split}.{side}.ids", "wb") for side in SIDES}  # noqa: SIM115 (closed in close())
+        self.text = open(folder / f"{split}.text.bin", "wb")  # noqa: SIM115
         self.lengths: dict[str, list[np.ndarray]] = {side: [] for side in SIDES}
         self.text_lengths: list[np.ndarray] = []
         self.lines: list[np.ndarray] = []
@@ -175,17 +158,6 @@ def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
     if lengths:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
     return offsets
-
-
-def worker_count(workers: int | None = None) -> int:
-    if workers:
-        return max(1, workers)
-    if os.environ.get("REPRO_PREPARE_WORKERS"):
-        return max(1, int(os.environ["REPRO_PREPARE_WORKERS"]))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _progress(total_hint: str):
@@ -260,67 +232,31 @@ def write_prepared(folder: Path, stream: Iterator[tuple], files: list[Path], sou
     return meta
 
 
-@contextmanager
-def exclusive(lock_file: Path):
-    """An exclusive lock on ``lock_file`` (POSIX fcntl); a no-op where fcntl does not exist."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
-        try:
-            import fcntl
-        except ImportError:
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def prepared_folder(key: str, root: Path | None = None) -> Path:
-    return (root or cache_dir() / "prepared") / key
-
-
 def prepare(reader, source: str, target: str, lowercase: bool, workers: int | None = None,
             root: Path | None = None, announce: Callable[[str], None] = print) -> Path:
     """The prepared corpus's folder: made on first use (by one process; the others wait), then reused."""
     key, _ = corpus_key(reader, source, target, lowercase)
     folder = prepared_folder(key, root)
-    if (folder / "meta.json").is_file():
-        return folder
-    with exclusive(folder.parent / f"{key}.lock"):
-        if (folder / "meta.json").is_file():  # another process made it while this one waited
-            return folder
-        files = reader.files(source, target)
-        count = workers or worker_count()
-        announce(f"tokenizing sentence pairs of {reader.name} with sacremoses ({source}-{target}, {count} process(es)); "
-                 f"prepared once into {folder}")
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".staging-{key[:8]}-"))
-        try:
-            stats = StreamStats()
-            write_prepared(staging, reader.stream(source, target, stats), files, source, target, lowercase, count, stats)
-            if folder.exists():  # a stale, incomplete folder (no meta.json): never read, replaced
-                shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    count = workers or worker_count()
+
+    def write(staging: Path) -> None:
+        stats = StreamStats()
+        write_prepared(staging, reader.stream(source, target, stats), reader.files(source, target), source, target,
+                       lowercase, count, stats)
+
+    return build_once(folder, write, lambda: announce(
+        f"tokenizing sentence pairs of {reader.name} with sacremoses ({source}-{target}, {count} process(es)); "
+        f"prepared once into {folder}"))
 
 
 # --- reading ----------------------------------------------------------------------------------------
-
-def _ids(path: Path) -> np.ndarray:
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype=np.int32)
-    return np.memmap(path, dtype=np.int32, mode="r")
-
 
 class PreparedSplit:
     """One split, mapped: ``source(i)``/``target(i)`` are corpus ids, ``text(i)`` the reference text."""
 
     def __init__(self, folder: Path, split: str, files: list[str]):
-        load = lambda name: np.load(folder / f"{split}.{name}.npy", mmap_mode="r")  # noqa: E731
-        self.source_ids, self.target_ids = _ids(folder / f"{split}.source.ids"), _ids(folder / f"{split}.target.ids")
+        load = lambda name: np.load(folder / f"{split}.{name}.npy", mmap_mode="r")
+        self.source_ids, self.target_ids = mapped(folder / f"{split}.source.ids"), mapped(folder / f"{split}.target.ids")
         self.source_offsets, self.target_offsets = load("source.offsets"), load("target.offsets")
         self.text_offsets = load("text.offsets")
         text_path = folder / f"{split}.text.bin"

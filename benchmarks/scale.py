@@ -108,12 +108,15 @@ def maxrss_bytes() -> int:
 
 
 def private_bytes() -> int:
-    """This process's private (unshared) resident memory, where /proc tells it; else 0."""
+    """This process's anonymous resident memory (its heap and private copies: what no other process can
+    share), where /proc tells it; else 0. Mapped file pages are the page cache, shared by every process
+    that maps the same files, so they are not counted (``Private_Clean`` would count them while only
+    one process maps a file, and the interpreter's own libraries the same way)."""
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
     except OSError:
         return 0
-    return sum(int(fields[k].split()[0]) * 1024 for k in ("Private_Clean", "Private_Dirty") if k in fields)
+    return int(fields["Anonymous"].split()[0]) * 1024 if "Anonymous" in fields else 0
 
 
 def reader_of(folder: Path):

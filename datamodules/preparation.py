@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -122,3 +123,61 @@ def mapped(path: Path, dtype=np.int32) -> np.ndarray:
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r")
+
+
+class TypeTable(Sequence):
+    """A dictionary's words (one a line in a UTF-8 file) without a Python string per word: the file's
+    bytes mapped, the start of each line in one array, a word decoded when asked for. WMT'14 has
+    millions of word types; as a list of strings they would cost ~70 bytes each in every process."""
+
+    def __init__(self, path: Path):
+        size = path.stat().st_size
+        if size:
+            with open(path, "rb") as handle:
+                self.data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            breaks = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == ord("\n"))
+        else:
+            self.data, breaks = b"", np.zeros(0, dtype=np.int64)
+        self.starts = np.concatenate([[0], breaks + 1]).astype(np.int64) if size else np.zeros(0, np.int64)
+        self.ends = np.concatenate([breaks, [size]]).astype(np.int64) if size else self.starts
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self.starts)
+        if not 0 <= i < len(self.starts):
+            raise IndexError(i)
+        return self.data[self.starts[i]:self.ends[i]].decode("utf-8")
+
+    def __iter__(self):
+        if len(self):
+            yield from self.data[:].decode("utf-8").split("\n")
+
+    def join(self, ids: np.ndarray, separator: str = " ") -> str:
+        """The words of ``ids`` joined by ``separator`` (a sentence's text, decoded once)."""
+        data = self.data
+        return separator.encode().join([data[s:e] for s, e in zip(self.starts[ids].tolist(), self.ends[ids].tolist())]
+                                       ).decode("utf-8")
+
+    def positions_of(self, words) -> list[int]:
+        """The lines holding exactly one of ``words`` (a byte search of the mapped file)."""
+        found = []
+        for word in words:
+            line = word.encode("utf-8")
+            if self.data[:len(line) + 1] == line + b"\n" or (len(self) == 1 and self.data[:] == line):
+                found.append(0)
+            position = self.data.find(b"\n" + line + b"\n")
+            if position < 0 and self.data[-len(line) - 1:] == b"\n" + line:
+                position = len(self.data) - len(line) - 1
+            if position >= 0:
+                found.append(int(np.searchsorted(self.starts, position + 1)))
+        return sorted(set(found))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None

@@ -28,6 +28,7 @@ while the others (DDP ranks, other runs) wait and then map the same files.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import sys
 import time
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.preparation import build_once, cached_md5, mapped, prepared_folder, worker_count
+from datamodules.preparation import TypeTable, build_once, cached_md5, mapped, prepared_folder, worker_count
 from repro.translation.text import TOKENIZATION_VERSION, tokenize
 
 FORMAT_VERSION = 1
@@ -59,13 +60,17 @@ class StreamStats:
 
 
 def corpus_key(reader, source: str, target: str, lowercase: bool) -> tuple[str, dict]:
-    import sacremoses
-
+    # the installed version from its metadata: importing sacremoses to ask (it compiles ~100 regular
+    # expressions) took 1.2 s of every warm start
+    try:
+        sacremoses_version = importlib.metadata.version("sacremoses")
+    except importlib.metadata.PackageNotFoundError:
+        sacremoses_version = "?"
     files = reader.files(source, target)
     key = {"reader": type(reader).__name__, "stems": getattr(reader, "stems", None),
            "files": [(p.name, cached_md5(p)) for p in files], "source": source, "target": target,
            "lowercase": lowercase, "version": TOKENIZATION_VERSION,
-           "sacremoses": getattr(sacremoses, "__version__", "?"), "format": FORMAT_VERSION}
+           "sacremoses": sacremoses_version, "format": FORMAT_VERSION}
     return hashlib.md5(json.dumps(key, sort_keys=True).encode()).hexdigest(), key
 
 
@@ -262,15 +267,22 @@ class PreparedSplit:
         text_path = folder / f"{split}.text.bin"
         self.text_bytes = np.memmap(text_path, dtype=np.uint8, mode="r") if text_path.stat().st_size else np.zeros(0, np.uint8)
         self.lines, self.file_indices, self.files = load("lines"), load("files"), files
+        self._source_lengths: np.ndarray | None = None
+        self._target_lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.source_offsets) - 1
 
     def source_lengths(self) -> np.ndarray:
-        return np.diff(self.source_offsets)
+        """Tokens of each pair's source (int32, computed once: every caller shares one array)."""
+        if self._source_lengths is None:
+            self._source_lengths = np.diff(self.source_offsets).astype(np.int32)
+        return self._source_lengths
 
     def target_lengths(self) -> np.ndarray:
-        return np.diff(self.target_offsets)
+        if self._target_lengths is None:
+            self._target_lengths = np.diff(self.target_offsets).astype(np.int32)
+        return self._target_lengths
 
     def source(self, i: int) -> np.ndarray:
         return self.source_ids[self.source_offsets[i]:self.source_offsets[i + 1]]
@@ -307,8 +319,7 @@ class PreparedCorpus:
         self.meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         self.types, self.counts = {}, {}
         for side in SIDES:
-            text = (folder / f"{side}.types.txt").read_text(encoding="utf-8")
-            self.types[side] = text.split("\n") if text else []
+            self.types[side] = TypeTable(folder / f"{side}.types.txt")
             self.counts[side] = np.load(folder / f"{side}.counts.npy")
         self.splits = {split: PreparedSplit(folder, split, self.meta["files"]) for split in ("train", "valid", "test")}
 

@@ -170,7 +170,132 @@ def child_language_model(folder: str) -> dict:
             "peak_growth_bytes": maxrss_bytes() - baseline}
 
 
-CHILDREN = {"prepare": child_prepare, "load": child_load, "language_model": child_language_model}
+# --- captions at COCO size, captions of MSVD size ------------------------------------------------------
+
+COCO_IMAGES, COCO_CAPTIONS_PER_IMAGE, COCO_EVALUATION = 123_287, 5, 5_000  # Karpathy: 113,287 / 5k / 5k
+MSVD_CLIPS, MSVD_CAPTIONS = 1_970, 80_839  # English descriptions, Chen and Dolan 2011
+
+
+def synthetic_coco(data_root: Path, images: int, captions_per_image: int, seed: int = 0) -> Path:
+    """Karpathy's ``dataset_coco.json`` with ``images`` images (the last 2x4% val and test), Zipf captions
+    of 8-20 words, and an empty file per image (the datamodule uses the images present; the features
+    come from the cache, so no image is ever decoded)."""
+    rng = np.random.default_rng(seed)
+    folder = data_root / "coco"
+    (folder / "train2014").mkdir(parents=True, exist_ok=True)
+    evaluation = max(images * COCO_EVALUATION // COCO_IMAGES, 2)
+    lengths = rng.integers(8, 21, size=images * captions_per_image)
+    words = zipf_words(rng, int(lengths.sum()), "w")
+    entries, position = [], 0
+    for number in range(images):
+        name = f"COCO_train2014_{number:012d}.jpg"
+        (folder / "train2014" / name).touch()
+        sentences = []
+        for length in lengths[number * captions_per_image:(number + 1) * captions_per_image].tolist():
+            tokens = words[position:position + length]
+            position += length
+            sentences.append({"tokens": tokens, "raw": " ".join(tokens).capitalize() + "."})
+        split = "test" if number < evaluation else "val" if number < 2 * evaluation else "train"
+        entries.append({"filepath": "train2014", "filename": name, "cocoid": number, "split": split,
+                        "sentences": sentences})
+    (folder / "dataset_coco.json").write_text(json.dumps({"images": entries}), encoding="utf-8")
+    return folder
+
+
+def fake_feature_cache(dataset: str, image_ids: list[str], encoder) -> Path:
+    """The feature cache's folder for these images, as extraction leaves it, with sparse (all-zero) arrays:
+    mapped exactly as real features are, at no disk cost (COCO's VGG maps are 25 GB)."""
+    from datamodules.captioning.feature_cache import FORMAT_VERSION, feature_cache_path
+
+    path = feature_cache_path(dataset, image_ids, encoder)
+    path.mkdir(parents=True, exist_ok=True)
+    ids = sorted(image_ids)
+    np.lib.format.open_memmap(path / "pooled.npy", mode="w+", dtype=np.float32,
+                              shape=(len(ids), encoder.feature_dim)).flush()
+    np.lib.format.open_memmap(path / "spatial.npy", mode="w+", dtype=np.float16,
+                              shape=(len(ids), encoder.spatial_locations, encoder.spatial_dim)).flush()
+    meta = {"format": FORMAT_VERSION, "spatial": True, "encoder": encoder.cache_tag, "feature_dim": encoder.feature_dim,
+            "spatial_dim": encoder.spatial_dim, "spatial_grid": list(encoder.spatial_grid), "ids": ids, "skipped": {}}
+    (path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    return path
+
+
+def child_captions(data_root: str, images: int, visual_features: str, batches: int, encoder_name: str) -> dict:
+    """COCO's layout through ``CaptionDataModule``: captions read, vocabulary, features mapped, batches."""
+    from datamodules.captioning.captions import CaptionDataModule
+
+    torch.set_num_threads(1)
+    data = CaptionDataModule("coco", Path(data_root), encoder_name, "random", batch_size=32,
+                             visual_features=visual_features)
+    image_ids = [str(i) for i in range(images)]
+    fake_feature_cache("coco", image_ids, data.encoder)  # the CNN is built first: its weights are not data
+    baseline, private_baseline = maxrss_bytes(), private_bytes()
+    started = time.perf_counter()
+    data.setup("fit")
+    loader = data.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    first_batch = time.perf_counter() - started
+    began = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    rate = batches / max(time.perf_counter() - began, 1e-9)
+    captions = sum(len(image.captions) for split in data.images.values() for image in split)
+    return {"first_batch_s": first_batch, "batches_per_s": rate, "images": len(image_ids), "captions": captions,
+            "peak_growth_bytes": maxrss_bytes() - baseline, "private_growth_bytes": private_bytes() - private_baseline}
+
+
+def child_video_captions(data_root: str, batches: int) -> dict:
+    """MSVD's caption files through ``VideoCaptionDataModule`` (captions only: the frame vectors are the
+    feature cache's, measured with COCO's), to the first training batch."""
+    from datamodules.captioning.video import VideoCaptionDataModule
+
+    torch.set_num_threads(1)
+    baseline, private_baseline = maxrss_bytes(), private_bytes()
+    started = time.perf_counter()
+    data = VideoCaptionDataModule("msvd", Path(data_root), "alexnet", "random", batch_size=32, captions_only=True)
+    iterator = iter(data.train_dataloader())
+    next(iterator)
+    first_batch = time.perf_counter() - started
+    began = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    rate = batches / max(time.perf_counter() - began, 1e-9)
+    captions = sum(len(clip.captions) for split in data.images.values() for clip in split)
+    return {"first_batch_s": first_batch, "batches_per_s": rate, "clips": sum(map(len, data.images.values())),
+            "captions": captions, "peak_growth_bytes": maxrss_bytes() - baseline,
+            "private_growth_bytes": private_bytes() - private_baseline}
+
+
+def synthetic_msvd(data_root: Path, clips: int, captions: int, seed: int = 0) -> Path:
+    """MSVD's TSV layout (``youtube_mapping.txt`` and the three split files), Zipf captions of 4-12 words."""
+    from datamodules.captioning.msvd import MAPPING, TSV_FILES, split_of
+
+    rng = np.random.default_rng(seed)
+    folder = data_root / "msvd"
+    folder.mkdir(parents=True, exist_ok=True)
+    per_clip = np.full(clips, captions // clips)
+    per_clip[: captions % clips] += 1
+    lengths = rng.integers(4, 13, size=captions)
+    words = zipf_words(rng, int(lengths.sum()), "v")
+    names = [f"clip{number:05d}_1_9" for number in range(1, clips + 1)]
+    (folder / MAPPING).write_text("".join(f"{name} vid{n}\n" for n, name in enumerate(names, start=1)), encoding="utf-8")
+    rows: dict[str, list[str]] = {split: [] for split in TSV_FILES}
+    position = caption = 0
+    for number, name in enumerate(names, start=1):
+        texts = []
+        for _ in range(int(per_clip[number - 1])):
+            length = int(lengths[caption])
+            texts.append(" ".join(words[position:position + length]).replace(",", "and"))
+            position, caption = position + length, caption + 1
+        rows[split_of(number)].append(", ".join(texts) + "\t" + name)
+    for split, name in TSV_FILES.items():
+        (folder / name).write_text("\n".join(rows[split]) + "\n", encoding="utf-8")
+    return folder
+
+
+CHILDREN = {"prepare": child_prepare, "load": child_load, "language_model": child_language_model,
+            "captions": child_captions, "video_captions": child_video_captions}
 
 
 IN_PROCESS = False  # --quick: every measurement in this process (the paths once; memory numbers not per measurement)
@@ -313,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         slope = largest["warm_first_batch_s"] / largest["pairs"]
     slope = max(slope, 0.0)
-    warm_at = lambda pairs: largest["warm_first_batch_s"] + slope * (pairs - largest["pairs"])  # noqa: E731
+    warm_at = lambda pairs: largest["warm_first_batch_s"] + slope * (pairs - largest["pairs"])
     scale_wmt = wmt_tokens / max(largest["tokens"], 1)
     extrapolated = {
         "wmt14": {"pairs": WMT14_PAIRS, "tokens": wmt_tokens,

@@ -24,9 +24,11 @@ encoder and cached (``datamodules.captioning.feature_cache``), or images when th
 from __future__ import annotations
 
 import json
+import re
 import string
+from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -86,16 +88,69 @@ def read_karpathy_json(path: Path, image_root: Path) -> list[CaptionedImage]:
     Karpathy's and Vinyals et al.'s setups.
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a JSON file ({error})") from None
+    try:
+        return _karpathy_images(path, image_root, _images_one_by_one(text))
+    except (ValueError, UserError):  # read as a whole: the same result, or the error json.loads names first
+        pass
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
         raise UserError(f"{path}: not a JSON file ({error})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise UserError(f"{path}: expected Karpathy's format, an object with an 'images' list")
+    return _karpathy_images(path, image_root, iter(data["images"]))
+
+
+def _images_one_by_one(text: str):
+    """The entries of the top-level ``images`` list, each parsed when reached (``json.loads`` of COCO's file
+    makes every caption's objects at once, and the memory they took stays with the process: 1 GB).
+    Anything but a plain Karpathy layout raises ValueError, and the caller reads the file whole."""
+    decoder, space = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    at = lambda position: space.match(text, position).end()
+    position = at(0)
+    if text[position:position + 1] != "{":
+        raise ValueError("not an object")
+    position, found = at(position + 1), False
+    while text[position:position + 1] != "}":
+        key, position = decoder.raw_decode(text, position)
+        position = at(position)
+        if text[position:position + 1] != ":" or found and key == "images":
+            raise ValueError("not a plain object")
+        position = at(position + 1)
+        if key == "images":
+            found = True
+            if text[position:position + 1] != "[":
+                raise ValueError("images is not a list")
+            position = at(position + 1)
+            while text[position:position + 1] != "]":
+                entry, position = decoder.raw_decode(text, position)
+                yield entry
+                position = at(position)
+                if text[position:position + 1] == ",":
+                    position = at(position + 1)
+                elif text[position:position + 1] != "]":
+                    raise ValueError("images: expected , or ]")
+            position += 1
+        else:
+            _, position = decoder.raw_decode(text, position)
+        position = at(position)
+        if text[position:position + 1] == ",":
+            position = at(position + 1)
+        elif text[position:position + 1] != "}":
+            raise ValueError("expected , or }")
+    if not found or at(position + 1) != len(text):
+        raise ValueError("no images list, or text after the object")
+
+
+def _karpathy_images(path: Path, image_root: Path, entries) -> list[CaptionedImage]:
     images = []
     words: dict[str, str] = {}  # one string per distinct word (COCO's 6.5M words would be as many strings)
-    for number, entry in enumerate(data["images"]):
+    for number, entry in enumerate(entries):
         try:
             split = {"restval": "train"}.get(entry["split"], entry["split"])
             sentences = entry["sentences"]
@@ -248,15 +303,20 @@ class FlatCaptions:
     """Every caption of a split as word ids in one flat tensor: image ``i``'s captions are views of it
     (``self[i]``), so COCO's 616k captions cost two numbers each instead of a tensor object each."""
 
-    def __init__(self, encoded: list[list[list[int]]]):
-        self.counts = np.fromiter((len(captions) for captions in encoded), dtype=np.int64, count=len(encoded))
-        lengths = np.fromiter((len(c) for captions in encoded for c in captions), dtype=np.int64,
-                              count=int(self.counts.sum()))
+    def __init__(self, encoded: Iterable[list[list[int]]]):
+        ids, lengths, counts = array("q"), array("q"), array("q")  # filled image by image: no list of all ids
+        for captions in encoded:
+            counts.append(len(captions))
+            for caption in captions:
+                lengths.append(len(caption))
+                ids.extend(caption)
+        self.counts = np.array(counts, dtype=np.int64)
         self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self.offsets[1:])
-        self.first = np.zeros(len(encoded) + 1, dtype=np.int64)  # image i's captions: first[i] ... first[i + 1] - 1
+        np.cumsum(np.frombuffer(lengths, dtype=np.int64), out=self.offsets[1:])
+        self.first = np.zeros(len(counts) + 1, dtype=np.int64)  # image i's captions: first[i] ... first[i + 1] - 1
         np.cumsum(self.counts, out=self.first[1:])
-        self.ids = torch.tensor([word for captions in encoded for c in captions for word in c], dtype=torch.long)
+        self._ids = ids  # the tensor below is a view of this buffer
+        self.ids = torch.frombuffer(ids, dtype=torch.long) if len(ids) else torch.zeros(0, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -363,6 +423,7 @@ class CaptionDataModule(L.LightningDataModule):
         self._images: dict[str, list[CaptionedImage]] | None = None
         self._media_root: Path | None = None
         self._vocabulary: Vocabulary | None = None
+        self._word_ids: tuple | None = None
         self._encoder = None
         self.features = None
 
@@ -426,8 +487,14 @@ class CaptionDataModule(L.LightningDataModule):
         return self._vocabulary
 
     def encode_ids(self, words: list[str], truncate: bool) -> list[int]:
+        """``vocabulary.encode([START, *words, END])``, with one dictionary lookup a word (COCO: 8M words)."""
+        if self._word_ids is None:
+            vocabulary = self.vocabulary
+            index = {word: i for i, word in enumerate(vocabulary.words)}
+            self._word_ids = (index.get, vocabulary.index(UNKNOWN), vocabulary.index(START), vocabulary.index(END))
+        get, unknown, start, end = self._word_ids
         words = words[: self.max_caption_length] if truncate else words
-        return self.vocabulary.encode([START, *words, END])
+        return [start, *[get(word, unknown) for word in words], end]
 
     def encode(self, words: list[str], truncate: bool) -> torch.Tensor:
         return torch.tensor(self.encode_ids(words, truncate))
@@ -499,8 +566,8 @@ class CaptionDataModule(L.LightningDataModule):
 
     def split_items(self, split: str, per_caption: bool) -> CaptionItems:
         images = self.images[split]
-        encoded = FlatCaptions([[self.encode_ids(words, truncate=per_caption) for words in image.tokens]
-                                for image in images])
+        encoded = FlatCaptions([self.encode_ids(words, truncate=per_caption) for words in image.tokens]
+                               for image in images)
         return CaptionItems(images, encoded, self._visual_input(training=split == "train"), per_caption,
                             self.media_root)
 

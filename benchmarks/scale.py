@@ -45,6 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datamodules.captioning.captions import CaptionDataModule
+from datamodules.captioning.feature_cache import FORMAT_VERSION as FEATURE_FORMAT
+from datamodules.captioning.feature_cache import feature_cache_path
+from datamodules.captioning.msvd import MAPPING, TSV_FILES, split_of
+from datamodules.captioning.video import VideoCaptionDataModule
 from datamodules.language_modeling.text import LanguageModelDataModule, TextFiles
 from datamodules.translation.parallel_text import ParallelFiles, ParallelTextDataModule
 from datamodules.translation.prepared import PreparedCorpus, prepare
@@ -210,8 +215,6 @@ def synthetic_coco(data_root: Path, images: int, captions_per_image: int, seed: 
 def fake_feature_cache(dataset: str, image_ids: list[str], encoder) -> Path:
     """The feature cache's folder for these images, as extraction leaves it, with sparse (all-zero) arrays:
     mapped exactly as real features are, at no disk cost (COCO's VGG maps are 25 GB)."""
-    from datamodules.captioning.feature_cache import FORMAT_VERSION, feature_cache_path
-
     path = feature_cache_path(dataset, image_ids, encoder)
     path.mkdir(parents=True, exist_ok=True)
     ids = sorted(image_ids)
@@ -219,7 +222,7 @@ def fake_feature_cache(dataset: str, image_ids: list[str], encoder) -> Path:
                               shape=(len(ids), encoder.feature_dim)).flush()
     np.lib.format.open_memmap(path / "spatial.npy", mode="w+", dtype=np.float16,
                               shape=(len(ids), encoder.spatial_locations, encoder.spatial_dim)).flush()
-    meta = {"format": FORMAT_VERSION, "spatial": True, "encoder": encoder.cache_tag, "feature_dim": encoder.feature_dim,
+    meta = {"format": FEATURE_FORMAT, "spatial": True, "encoder": encoder.cache_tag, "feature_dim": encoder.feature_dim,
             "spatial_dim": encoder.spatial_dim, "spatial_grid": list(encoder.spatial_grid), "ids": ids, "skipped": {}}
     (path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     return path
@@ -239,8 +242,6 @@ def batch_rate(loader, iterator, batches: int) -> float:
 
 def child_captions(data_root: str, images: int, visual_features: str, batches: int, encoder_name: str) -> dict:
     """COCO's layout through ``CaptionDataModule``: captions read, vocabulary, features mapped, batches."""
-    from datamodules.captioning.captions import CaptionDataModule
-
     torch.set_num_threads(1)
     data = CaptionDataModule("coco", Path(data_root), encoder_name, "random", batch_size=32,
                              visual_features=visual_features)
@@ -262,8 +263,6 @@ def child_captions(data_root: str, images: int, visual_features: str, batches: i
 def child_video_captions(data_root: str, batches: int) -> dict:
     """MSVD's caption files through ``VideoCaptionDataModule`` (captions only: the frame vectors are the
     feature cache's, measured with COCO's), to the first training batch."""
-    from datamodules.captioning.video import VideoCaptionDataModule
-
     torch.set_num_threads(1)
     baseline, private_baseline = maxrss_bytes(), private_bytes()
     started = time.perf_counter()
@@ -281,8 +280,6 @@ def child_video_captions(data_root: str, batches: int) -> dict:
 
 def synthetic_msvd(data_root: Path, clips: int, captions: int, seed: int = 0) -> Path:
     """MSVD's TSV layout (``youtube_mapping.txt`` and the three split files), Zipf captions of 4-12 words."""
-    from datamodules.captioning.msvd import MAPPING, TSV_FILES, split_of
-
     rng = np.random.default_rng(seed)
     folder = data_root / "msvd"
     folder.mkdir(parents=True, exist_ok=True)

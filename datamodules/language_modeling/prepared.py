@@ -22,11 +22,13 @@ blank-line and tab rules, the tokenizer (white space) and this format's version,
 from __future__ import annotations
 
 import json
+import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from datamodules.catalog import numbered_lines
 from datamodules.preparation import build_once, cached_md5, key_of, mapped, prepared_folder
@@ -77,8 +79,8 @@ def text_key(paths: dict[str, Path], blank_lines: str, tabs: bool) -> str:
 class _SplitWriter:
     """One split's stream, written as it is read: ids to disk in blocks, counts and sentence starts kept."""
 
-    def __init__(self, folder: Path, split: str, end: int):
-        self.folder, self.split = folder, split
+    def __init__(self, folder: Path, split: str, end: int, progress=None):
+        self.folder, self.split, self.progress = folder, split, progress
         self.handle = open(folder / f"{split}.ids", "wb")  # noqa: SIM115 (closed in close())
         self.buffer = array("i", [end])
         self.written = 0
@@ -94,6 +96,8 @@ class _SplitWriter:
 
     def flush(self) -> None:
         block = np.frombuffer(self.buffer, dtype=np.int32)
+        if self.progress is not None:
+            self.progress.update(len(block))
         if len(block):
             block.tofile(self.handle)
             counts = np.bincount(block)
@@ -121,8 +125,10 @@ def write_prepared_text(folder: Path, paths: dict[str, Path], blank_lines: str, 
     lookup = index.__getitem__
     summary = {}
     writers = []
+    progress = tqdm(desc=f"reading {paths['train'].parent}", unit=" tokens", unit_scale=True, mininterval=1.0,
+                    disable=None, file=sys.stderr)  # shown on a terminal: tokens per second
     for split in SPLITS:
-        writer = _SplitWriter(folder, split, 0)
+        writer = _SplitWriter(folder, split, 0, progress)
         skipped = [0]
         for tokens in sentences_of(paths[split], blank_lines, tabs, skipped):
             try:
@@ -133,6 +139,7 @@ def write_prepared_text(folder: Path, paths: dict[str, Path], blank_lines: str, 
         writer.flush()
         writers.append(writer)
         summary[split] = {"skipped_blank": skipped[0]}
+    progress.close()
     for split, writer in zip(SPLITS, writers):
         summary[split].update(writer.close(len(index)))
         # the words of a split: its tokens less one <eos> per sentence and the leading one

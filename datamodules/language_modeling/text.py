@@ -353,6 +353,14 @@ class LanguageModelCorpusSpec(DatasetSpec):
     def open(self, data_root: Path) -> TextFiles:
         return self.reader(self.location(Path(data_root)))
 
+    def prepare_compact(self, data_root: Path, options: dict) -> str:
+        """The three files read once into memory-mapped id streams (and checked as a run checks them)."""
+        data = LanguageModelDataModule(self.open(data_root))
+        prepared = data.prepared
+        meta = prepared.split_meta("train")
+        return (f"{self.name}: {meta['tokens'] - 1:,} training tokens ({len(prepared.types):,} word types), prepared in "
+                f"{prepared.folder} ({prepared.size_on_disk() / 2**20:,.1f} MiB); every run on these files maps it")
+
     def make_datamodule(self, config, data_root: Path) -> LanguageModelDataModule:
         """From a language model's config: ``batch_size`` streams, ``bptt`` / ``eval_bptt`` and ``min_count``."""
         return LanguageModelDataModule(self.open(data_root), batch_size=config.batch_size, bptt=config.bptt,

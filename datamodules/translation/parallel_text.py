@@ -624,6 +624,22 @@ class ParallelTextSpec(DatasetSpec):
         reader.check_pair(source, target)
         return reader
 
+    def prepare_compact(self, data_root: Path, options: dict) -> str:
+        """The corpus tokenized once into memory-mapped arrays, for one language pair (the corpus's first two
+        languages unless ``--source``/``--target`` say), test set and lowercasing: what a run of that
+        configuration then maps."""
+        source = options.get("source") or (self.languages[0] if len(self.languages) > 1 else "")
+        target = options.get("target") or (next((x for x in self.languages if x != source), "") if self.languages else "")
+        if not source or not target:
+            raise UserError(f"data prepare {self.name}: name the language pair (--source LANG --target LANG)")
+        reader = self.open(data_root, source, target, options.get("test_set") or "")
+        corpus = PreparedCorpus(prepare(reader, source, target, bool(options.get("lowercase")), options.get("workers"),
+                                        announce=say))
+        train = corpus.splits["train"]
+        return (f"{self.name} {source}-{target}: {len(train):,} training pairs of {int(train.source_offsets[-1]):,} + "
+                f"{int(train.target_offsets[-1]):,} tokens, prepared in {corpus.folder} "
+                f"({corpus.size_on_disk() / 2**20:,.1f} MiB); runs with this language pair, test set and lowercasing map it")
+
     def make_datamodule(self, config, data_root: Path) -> ParallelTextDataModule:
         """From a translator's config: its language pair, test set, vocabulary sizes, batching and source order."""
         reader = self.open(data_root, config.source_language, config.target_language, config.test_set,

@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("paper", help="a paper with a benchmark (mikolov2010, ...) or beam_search")
     bench.add_argument("--quick", action="store_true", help="a few seconds per measurement (for CI)")
     bench.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the benchmark's own options (e.g. bench scale --sizes 20000,200000), passed on")
 
     features = commands.add_parser("features", help="image features: run a frozen CNN once and cache its output")
     features_commands = features.add_subparsers(dest="features_command", required=True)
@@ -244,7 +246,8 @@ def command_bench(args: argparse.Namespace) -> None:
     available = sorted(module.name for module in pkgutil.iter_modules(benchmarks.__path__))
     if args.paper not in available:
         raise UserError(f"bench {args.paper}: no such benchmark; available: {', '.join(available)}")
-    importlib.import_module(f"benchmarks.{args.paper}").main([*(["--quick"] if args.quick else []), "--out", str(args.out)])
+    importlib.import_module(f"benchmarks.{args.paper}").main([*(["--quick"] if args.quick else []), "--out", str(args.out),
+                                                              *args.options])
 
 
 # Numeric flags and the smallest value each accepts (argparse checks the type, this the range)

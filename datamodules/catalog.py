@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from repro.errors import UserError
 from repro.files import file_md5
@@ -73,6 +73,11 @@ class DatasetSpec:
     def make_datamodule(self, config, data_root: Path):
         """The LightningDataModule of this dataset for a run's config (each family's spec says how)."""
         raise UserError(f"{self.name}: no datamodule is registered for it")
+
+    def prepare_compact(self, data_root: Path, options: dict) -> str:
+        """Prepare the compact form a run maps (ahead of a cluster job), and say where it is; ``options`` are
+        the command's (source, target, test_set, lowercase, workers). Each family's spec says how."""
+        return f"{self.name}: nothing to prepare into a compact form (its data is read at the start of a run)"
 
 
 DATASETS: dict[str, DatasetSpec] = {}

@@ -210,3 +210,24 @@ def test_real_flickr8k_subset_is_found_and_counted(capsys):
     module = CaptionDataModule("flickr8k", root, "efficientnet-lite0", image_dir="flickr8k_images_subset/images")
     assert [len(module.images[s]) for s in ("train", "val", "test")] == [753, 113, 125]
     assert "991 of 8000 images found" in capsys.readouterr().out
+
+
+def test_flat_caption_ids_give_the_items_and_batches_a_tensor_per_caption_gave(tmp_path):
+    """Captions are held as one flat id tensor (COCO size); every item, hence every batch for a seed, is
+    what the earlier tensor-per-caption items were, so existing run records stay valid."""
+    module = datamodule(write_flickr8k(tmp_path), max_caption_length=4)
+    module.prepare_data()
+    module.setup("fit")
+    for split, per_caption in (("train", True), ("val", False)):
+        images = module.images[split]
+        encoded = [[module.encode(words, truncate=per_caption) for words in image.tokens] for image in images]
+        pairs = ([(i, k) for i, captions in enumerate(encoded) for k in range(len(captions))] if per_caption
+                 else [(i, None) for i in range(len(images))])
+        items = module.split_items(split, per_caption)
+        assert len(items) == len(pairs)
+        for index, (position, caption) in enumerate(pairs):
+            item = items[index]
+            expected = encoded[position] if caption is None else [encoded[position][caption]]
+            assert item["position"] == position and item["id"] == images[position].image_id
+            assert len(item["captions"]) == len(expected)
+            assert all(torch.equal(got, want) and got.dtype == want.dtype for got, want in zip(item["captions"], expected))

@@ -24,13 +24,17 @@ encoder and cached (``datamodules.captioning.feature_cache``), or images when th
 from __future__ import annotations
 
 import json
+import re
 import string
+from array import array
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable
 
 import lightning as L
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
@@ -84,20 +88,75 @@ def read_karpathy_json(path: Path, image_root: Path) -> list[CaptionedImage]:
     Karpathy's and Vinyals et al.'s setups.
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a JSON file ({error})") from None
+    try:
+        return _karpathy_images(path, image_root, _images_one_by_one(text))
+    except (ValueError, UserError):  # read as a whole: the same result, or the error json.loads names first
+        pass
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
         raise UserError(f"{path}: not a JSON file ({error})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise UserError(f"{path}: expected Karpathy's format, an object with an 'images' list")
+    return _karpathy_images(path, image_root, iter(data["images"]))
+
+
+def _images_one_by_one(text: str):
+    """The entries of the top-level ``images`` list, each parsed when reached (``json.loads`` of COCO's file
+    makes every caption's objects at once, and the memory they took stays with the process: 1 GB).
+    Anything but a plain Karpathy layout raises ValueError, and the caller reads the file whole."""
+    decoder, space = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    at = lambda position: space.match(text, position).end()
+    position = at(0)
+    if text[position:position + 1] != "{":
+        raise ValueError("not an object")
+    position, found = at(position + 1), False
+    while text[position:position + 1] != "}":
+        key, position = decoder.raw_decode(text, position)
+        position = at(position)
+        if text[position:position + 1] != ":" or found and key == "images":
+            raise ValueError("not a plain object")
+        position = at(position + 1)
+        if key == "images":
+            found = True
+            if text[position:position + 1] != "[":
+                raise ValueError("images is not a list")
+            position = at(position + 1)
+            while text[position:position + 1] != "]":
+                entry, position = decoder.raw_decode(text, position)
+                yield entry
+                position = at(position)
+                if text[position:position + 1] == ",":
+                    position = at(position + 1)
+                elif text[position:position + 1] != "]":
+                    raise ValueError("images: expected , or ]")
+            position += 1
+        else:
+            _, position = decoder.raw_decode(text, position)
+        position = at(position)
+        if text[position:position + 1] == ",":
+            position = at(position + 1)
+        elif text[position:position + 1] != "}":
+            raise ValueError("expected , or }")
+    if not found or at(position + 1) != len(text):
+        raise ValueError("no images list, or text after the object")
+
+
+def _karpathy_images(path: Path, image_root: Path, entries) -> list[CaptionedImage]:
     images = []
-    for number, entry in enumerate(data["images"]):
+    words: dict[str, str] = {}  # one string per distinct word (COCO's 6.5M words would be as many strings)
+    for number, entry in enumerate(entries):
         try:
             split = {"restval": "train"}.get(entry["split"], entry["split"])
             sentences = entry["sentences"]
             raw = [s["raw"].strip() if "raw" in s else " ".join(s["tokens"]) for s in sentences]
-            tokens = [list(s["tokens"]) if "tokens" in s else tokenize_caption(s["raw"]) for s in sentences]
+            tokens = [[words.setdefault(w, w) for w in (s["tokens"] if "tokens" in s else tokenize_caption(s["raw"]))]
+                      for s in sentences]
             relative = Path(entry.get("filepath", "")) / entry["filename"]
         except (KeyError, TypeError) as error:
             raise UserError(f"{path}: images[{number}] lacks {error} (needs filename, split, sentences)") from None
@@ -240,6 +299,33 @@ def image_files(dataset: str, data_root: Path, image_dir: str = "") -> dict[str,
 
 # --- batches ----------------------------------------------------------------------------------------------
 
+class FlatCaptions:
+    """Every caption of a split as word ids in one flat tensor: image ``i``'s captions are views of it
+    (``self[i]``), so COCO's 616k captions cost two numbers each instead of a tensor object each."""
+
+    def __init__(self, encoded: Iterable[list[list[int]]]):
+        ids, lengths, counts = array("q"), array("q"), array("q")  # filled image by image: no list of all ids
+        for captions in encoded:
+            counts.append(len(captions))
+            for caption in captions:
+                lengths.append(len(caption))
+                ids.extend(caption)
+        self.counts = np.array(counts, dtype=np.int64)
+        self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(lengths, dtype=np.int64), out=self.offsets[1:])
+        self.first = np.zeros(len(counts) + 1, dtype=np.int64)  # image i's captions: first[i] ... first[i + 1] - 1
+        np.cumsum(self.counts, out=self.first[1:])
+        self._ids = ids  # the tensor below is a view of this buffer
+        self.ids = torch.frombuffer(ids, dtype=torch.long) if len(ids) else torch.zeros(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, i: int) -> list[torch.Tensor]:
+        offsets = self.offsets[self.first[i]:self.first[i + 1] + 1].tolist()
+        return [self.ids[start:end] for start, end in pairwise(offsets)]
+
+
 class CaptionItems(Dataset):
     """Training: one item per (image, caption). Evaluation: one item per image, with all its captions.
 
@@ -248,21 +334,24 @@ class CaptionItems(Dataset):
     evaluation, its references, relative media path and annotations.
     """
 
-    def __init__(self, images: list[CaptionedImage], encoded: list[list[torch.Tensor]], visual_input,
+    def __init__(self, images: list[CaptionedImage], encoded: FlatCaptions, visual_input,
                  per_caption: bool, media_root: Path):
         self.images, self.encoded, self.visual_input, self.media_root = images, encoded, visual_input, media_root
         self.per_caption = per_caption
-        self.pairs = ([(i, k) for i, captions in enumerate(encoded) for k in range(len(captions))]
-                      if per_caption else [(i, None) for i in range(len(images))])
+        # item -> (image position, its caption k): two arrays, not a Python tuple per caption
+        counts = encoded.counts if per_caption else np.ones(len(images), dtype=np.int64)
+        self.positions = np.repeat(np.arange(len(images), dtype=np.int32), counts)
+        self.captions = (np.arange(len(self.positions)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.positions)
 
     def __getitem__(self, index: int) -> dict:
-        position, caption = self.pairs[index]
+        position, caption = int(self.positions[index]), int(self.captions[index])
         image = self.images[position]
+        captions = self.encoded[position]
         item = {"position": position, "id": image.image_id, "visual": self.visual_input(image),
-                "captions": self.encoded[position] if caption is None else [self.encoded[position][caption]]}
+                "captions": [captions[caption]] if self.per_caption else captions}
         if not self.per_caption:
             item.update(references=image.captions, media=relative_media(image.path, self.media_root),
                         annotations=image.annotations)
@@ -334,11 +423,12 @@ class CaptionDataModule(L.LightningDataModule):
         self._images: dict[str, list[CaptionedImage]] | None = None
         self._media_root: Path | None = None
         self._vocabulary: Vocabulary | None = None
+        self._word_ids: tuple | None = None
         self._encoder = None
         self.features = None
 
     @classmethod
-    def from_config(cls, config, dataset: str, data_root: Path) -> "CaptionDataModule":
+    def from_config(cls, config, dataset: str, data_root: Path) -> CaptionDataModule:
         """From a ``repro.captioning.module.CaptionerConfig`` (what every captioner's config is)."""
         return cls(dataset, data_root, config.encoder, config.encoder_weights, batch_size=config.batch_size,
                    min_word_count=config.min_word_count, max_caption_length=config.max_caption_length,
@@ -400,9 +490,18 @@ class CaptionDataModule(L.LightningDataModule):
                        f"--set min_word_count={self.min_word_count})")
         return self._vocabulary
 
-    def encode(self, words: list[str], truncate: bool) -> torch.Tensor:
+    def encode_ids(self, words: list[str], truncate: bool) -> list[int]:
+        """``vocabulary.encode([START, *words, END])``, with one dictionary lookup a word (COCO: 8M words)."""
+        if self._word_ids is None:
+            vocabulary = self.vocabulary
+            index = {word: i for i, word in enumerate(vocabulary.words)}
+            self._word_ids = (index.get, vocabulary.index(UNKNOWN), vocabulary.index(START), vocabulary.index(END))
+        get, unknown, start, end = self._word_ids
         words = words[: self.max_caption_length] if truncate else words
-        return torch.tensor(self.vocabulary.encode([START, *words, END]))
+        return [start, *[get(word, unknown) for word in words], end]
+
+    def encode(self, words: list[str], truncate: bool) -> torch.Tensor:
+        return torch.tensor(self.encode_ids(words, truncate))
 
     def checksum(self) -> str:
         """md5 over the split membership and captions of the present images (what the run trained on)."""
@@ -471,7 +570,8 @@ class CaptionDataModule(L.LightningDataModule):
 
     def split_items(self, split: str, per_caption: bool) -> CaptionItems:
         images = self.images[split]
-        encoded = [[self.encode(words, truncate=per_caption) for words in image.tokens] for image in images]
+        encoded = FlatCaptions([self.encode_ids(words, truncate=per_caption) for words in image.tokens]
+                               for image in images)
         return CaptionItems(images, encoded, self._visual_input(training=split == "train"), per_caption,
                             self.media_root)
 

@@ -85,7 +85,9 @@ def load_features(path: Path, spatial: bool = False) -> FeatureSet:
                         f"(or the datamodule's prepare_data) first")
     meta = json.loads((path / "meta.json").read_text())
     ids = meta["ids"]
-    pooled = torch.from_numpy(np.load(path / "pooled.npy"))
+    # mapped too (copy-on-write, as the maps below): COCO's 123k pooled VGG vectors are 2 GB, which every
+    # process would otherwise hold its own copy of
+    pooled = torch.from_numpy(np.load(path / "pooled.npy", mmap_mode="c"))
     maps = None
     if spatial:
         # copy-on-write: a writable array for torch.from_numpy that never writes back to the file
@@ -104,7 +106,7 @@ class _ImageFiles(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        image_id, path = self.items[i]
+        _, path = self.items[i]
         try:
             return self.first_row + i, self.transform(load_image(path)), None
         except ImageLoadError as error:

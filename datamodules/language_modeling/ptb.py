@@ -31,12 +31,11 @@ SIMPLE_EXAMPLES = Source(
 )
 
 
-def check_ptb_file(path: Path, sentences: list[list[str]]) -> None:
+def check_ptb_file(path: Path, lines: int, words: int) -> None:
     """Mikolov's PTB files have known sizes: a truncated or altered copy is named, not used."""
     expected_lines, expected_words, expected_md5 = PTB_FILES[path.name]
-    words = sum(len(s) for s in sentences)
-    if (len(sentences), words) != (expected_lines, expected_words):
-        raise UserError(f"{path}: {len(sentences)} lines / {words} words, expected {expected_lines} lines / "
+    if (lines, words) != (expected_lines, expected_words):
+        raise UserError(f"{path}: {lines} lines / {words} words, expected {expected_lines} lines / "
                         f"{expected_words} words (Mikolov's PTB, md5 {expected_md5}); the file looks truncated "
                         f"or altered: run `python -m repro data prepare ptb`")
 

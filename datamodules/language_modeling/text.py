@@ -26,6 +26,11 @@ training text is cut into ``batch_size`` parallel streams and read ``bptt`` word
 hidden state can be carried from one batch to the next. Evaluation reads valid/test as one stream,
 carrying the state through the whole text, so perplexities are comparable with the literature.
 
+Prepared once (``datamodules.language_modeling.prepared``): the three files are read a line at a time
+into memory-mapped int32 id streams keyed by their md5, on first use by one process while the others
+wait; every process then maps the same files, and batches are sliced from the mapped stream and mapped
+to vocabulary ids one at a time, so no process holds a copy of the text.
+
 Several processes: ``batch_size`` is the number of streams of the whole run, and process ``r`` of
 ``N`` reads streams ``r*batch_size/N ... (r+1)*batch_size/N - 1``. The streams do not depend on ``N``,
 so 1 process with 16 streams and 2 processes with 8 each train on the same words at every step.
@@ -36,20 +41,22 @@ in order), so every process scores the whole text and all get the 1-process numb
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.catalog import DatasetSpec, get_dataset, numbered_lines
+from datamodules.language_modeling.prepared import PreparedSentences, PreparedText, prepare_text
+from datamodules.preparation import cached_md5
 from repro.errors import UserError
-from repro.files import file_md5
 from repro.language_modeling import END_OF_SENTENCE, IGNORE_INDEX, UNKNOWN
 from repro.vocabulary import Vocabulary
 
@@ -73,34 +80,8 @@ class TextFiles:
     blank_lines: Literal["error", "sentence", "skip"] = "error"
     tabs: bool = True  # whether a tab may separate words (in PTB's format it is an error)
     min_count: int = 1  # the corpus's own vocabulary cut-off: 1 keeps every training word
-    # (file, its sentences) -> None: a released corpus's known sizes, an error when a file differs
-    check: Callable[[Path, list[list[str]]], None] | None = None
-
-
-def read_sentences(path: Path, blank_lines: str = "error", tabs: bool = False,
-                   words: dict[str, str] | None = None) -> tuple[list[list[str]], int]:
-    """The sentences of one file and the number of blank lines skipped; a bad line is an error naming
-    file and line. ``words`` shares one string object per distinct word across files (WikiText-103's
-    101M words would otherwise be as many Python strings)."""
-    words = {} if words is None else words
-    sentences, skipped, lines = [], 0, 0
-    for line_number, line in numbered_lines(path):
-        lines += 1
-        tokens = line.split()
-        if not tokens:
-            if blank_lines == "error":
-                raise UserError(f"{path}:{line_number}: empty line; expected one sentence of space-separated words")
-            if blank_lines == "skip":
-                skipped += 1
-                continue
-        if not tabs and "\t" in line.strip():
-            raise UserError(f"{path}:{line_number}: tab character; expected space-separated words (PTB format)")
-        sentences.append([words.setdefault(token, token) for token in tokens])
-    if not lines:
-        raise UserError(f"{path}: file is empty; expected one sentence per line")
-    if not any(sentences):
-        raise UserError(f"{path}: only blank lines ({lines}); expected one sentence or paragraph per line")
-    return sentences, skipped
+    # (file, its lines, its words) -> None: a released corpus's known sizes, an error when a file differs
+    check: Callable[[Path, int, int], None] | None = None
 
 
 def line_of_word(path: Path, word: str) -> int:
@@ -108,47 +89,59 @@ def line_of_word(path: Path, word: str) -> int:
     return next((number for number, line in numbered_lines(path) if word in line.split()), 0)
 
 
-def build_vocabulary(sentences: list[list[str]], min_count: int, source: str) -> Vocabulary:
+def vocabulary_from_counts(types: list[str], counts: np.ndarray, sentences: int, min_count: int,
+                           source: str) -> Vocabulary:
     """Training words seen at least ``min_count`` times, most frequent first, and ``<eos>`` counted once
     per sentence; ``<unk>`` takes the count of the words cut (and its own), and is in the vocabulary
-    when that count is not zero."""
-    counts = Counter(word for sentence in sentences for word in sentence)
-    counts.pop(END_OF_SENTENCE, None)  # the end of each sentence, counted below, whatever the text holds
-    cut = sum(count for word, count in counts.items() if count < min_count and word != UNKNOWN)
-    kept = Counter({word: count for word, count in counts.items() if count >= min_count and word != UNKNOWN})
+    when that count is not zero. ``counts[i]`` is how often ``types[i]`` occurs in the training text."""
+    kept: Counter = Counter()
+    unknown = cut = 0
+    for i in np.flatnonzero(counts).tolist():
+        word, count = types[i], int(counts[i])
+        if word == END_OF_SENTENCE:  # the end of each sentence, counted below, whatever the text holds
+            continue
+        if word == UNKNOWN:
+            unknown = count
+        elif count >= min_count:
+            kept[word] = count
+        else:
+            cut += count
     if not kept:
         raise UserError(f"{source}: no word is seen at least {min_count} times (min_count={min_count}), so the "
                         f"vocabulary would be nothing but {UNKNOWN}; lower the cut-off (--set min_count=N)")
-    kept[END_OF_SENTENCE] = len(sentences)
-    if counts.get(UNKNOWN, 0) + cut:
-        kept[UNKNOWN] = counts.get(UNKNOWN, 0) + cut
+    kept[END_OF_SENTENCE] = sentences
+    if unknown + cut:
+        kept[UNKNOWN] = unknown + cut
     return Vocabulary.from_counts(kept, unknown=UNKNOWN if UNKNOWN in kept else None, source=source)
 
 
-def text_stream(sentences: list[list[str]], vocabulary: Vocabulary) -> torch.Tensor:
-    """Word ids of the whole text, starting with <eos> as the context of the first word (RNNLM toolkit)."""
-    end = vocabulary.index(END_OF_SENTENCE)
-    ids = array("q", [end])  # 8 bytes a word: WikiText-103's train as a list of ints would take 4 GB
-    for sentence in sentences:
-        ids.extend(vocabulary.encode(sentence))
-        ids.append(end)
-    return torch.frombuffer(ids, dtype=torch.long).clone()
+def vocabulary_lookup(types: list[str], vocabulary: Vocabulary) -> np.ndarray:
+    """Corpus id -> vocabulary id (words outside the vocabulary: ``<unk>``'s id, or -1 without one)."""
+    unknown = vocabulary.index(vocabulary.unknown) if vocabulary.unknown is not None else -1
+    return np.fromiter((vocabulary.index(word) if word in vocabulary else unknown for word in types),
+                       dtype=np.int64, count=len(types))
 
 
 # --- batches ------------------------------------------------------------------------------------
 
 class StreamChunks(Dataset):
-    """Chunk ``i`` of parallel streams: (inputs, targets) of shape [streams, <= bptt]."""
+    """Chunk ``i`` of parallel streams: (inputs, targets) of shape [streams, <= bptt].
 
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, bptt: int):
-        self.inputs, self.targets, self.bptt = inputs, targets, bptt
+    With ``lookup``, ``inputs`` and ``targets`` are (mapped) arrays of corpus ids and each chunk is
+    mapped to vocabulary ids when asked for: only the chunk is ever copied into this process."""
+
+    def __init__(self, inputs, targets, bptt: int, lookup: np.ndarray | None = None):
+        self.inputs, self.targets, self.bptt, self.lookup = inputs, targets, bptt, lookup
 
     def __len__(self) -> int:
-        return -(-self.inputs.shape[1] // self.bptt)
+        return (self.inputs.shape[1] + self.bptt - 1) // self.bptt
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         window = slice(i * self.bptt, (i + 1) * self.bptt)
-        return self.inputs[:, window], self.targets[:, window]
+        if self.lookup is None:
+            return self.inputs[:, window], self.targets[:, window]
+        return (torch.from_numpy(self.lookup[self.inputs[:, window]]),
+                torch.from_numpy(self.lookup[self.targets[:, window]]))
 
 
 class ResumableChunks:
@@ -220,34 +213,43 @@ class LanguageModelDataModule(L.LightningDataModule):
         self.files = files
         self.batch_size, self.bptt, self.eval_bptt = batch_size, bptt, eval_bptt
         self.min_count = min_count or files.min_count
-        self._sentences: dict[str, list[list[str]]] | None = None
+        self._prepared: PreparedText | None = None
         self._vocabulary: Vocabulary | None = None
+        self._lookup: np.ndarray | None = None
 
-    # Reading is cheap (seconds for PTB and WikiText-2) and every process needs the text, so it happens
-    # on first use in each process rather than in prepare_data.
+    # Every process needs the text: the first to get here prepares it (the others wait on the lock),
+    # then each maps the same files.
     @property
-    def sentences(self) -> dict[str, list[list[str]]]:
-        if self._sentences is None:
+    def prepared(self) -> PreparedText:
+        if self._prepared is None:
             # every file's format first (an error there names file and line), then the released sizes
-            words: dict[str, str] = {}
-            loaded = {}
+            prepared = PreparedText(prepare_text(self.files.paths, self.files.blank_lines, self.files.tabs,
+                                                 self.files.name, announce=say))
             for split in SPLITS:
-                loaded[split], skipped = read_sentences(self.files.paths[split], self.files.blank_lines,
-                                                        self.files.tabs, words)
-                if skipped:
-                    say(f"DATA: skipped {skipped} blank line(s) of {self.files.paths[split]}")
+                if prepared.split_meta(split)["skipped_blank"]:
+                    say(f"DATA: skipped {prepared.split_meta(split)['skipped_blank']} blank line(s) of "
+                        f"{self.files.paths[split]}")
             if self.files.check is not None:
                 for split in SPLITS:
-                    self.files.check(self.files.paths[split], loaded[split])
-            self._sentences = loaded
-        return self._sentences
+                    meta = prepared.split_meta(split)
+                    self.files.check(self.files.paths[split], meta["sentences"], meta["words"])
+            self._prepared = prepared
+        return self._prepared
+
+    @property
+    def sentences(self) -> dict[str, PreparedSentences]:
+        """Each split's sentences as lists of words, read from the prepared text when asked for."""
+        return {split: self.prepared.sentences(split) for split in SPLITS}
 
     @property
     def vocabulary(self) -> Vocabulary:
         if self._vocabulary is None:
+            prepared = self.prepared
             train = self.files.paths["train"]
             source = f"{train}" + (f" (min_count={self.min_count})" if self.min_count > 1 else "")
-            self._vocabulary = build_vocabulary(self.sentences["train"], self.min_count, source)
+            vocabulary = vocabulary_from_counts(prepared.types, prepared.counts["train"],
+                                                prepared.split_meta("train")["sentences"], self.min_count, source)
+            self._vocabulary, self._lookup = vocabulary, vocabulary_lookup(prepared.types, vocabulary)
             for split in ("valid", "test"):
                 self._check_covered(split)
             rule = (f"training words seen at least {self.min_count} times, the rest {UNKNOWN}" if self.min_count > 1
@@ -256,29 +258,35 @@ class LanguageModelDataModule(L.LightningDataModule):
                 f"the test words are {UNKNOWN} or unseen)")
         return self._vocabulary
 
+    @property
+    def lookup(self) -> np.ndarray:
+        """Corpus id -> vocabulary id, one entry per word of the prepared text's dictionary."""
+        _ = self.vocabulary  # built with it
+        return self._lookup
+
     def _check_covered(self, split: str) -> None:
         if self._vocabulary.unknown is not None:
             return
-        for sentence in self.sentences[split]:
-            for word in sentence:
-                if word not in self._vocabulary:
-                    path = self.files.paths[split]
-                    raise UserError(f"{path}:{line_of_word(path, word)}: word {word!r} is not in the training "
-                                    f"vocabulary and the text has no {UNKNOWN} token to map it to; a vocabulary "
-                                    f"cut-off makes one (--set min_count=2: words seen once in training become "
-                                    f"{UNKNOWN})")
+        outside = self._lookup < 0
+        if self.prepared.counts[split][outside].any():
+            word = self.prepared.types[self.prepared.first_occurrence(split, outside)]
+            path = self.files.paths[split]
+            raise UserError(f"{path}:{line_of_word(path, word)}: word {word!r} is not in the training "
+                            f"vocabulary and the text has no {UNKNOWN} token to map it to; a vocabulary "
+                            f"cut-off makes one (--set min_count=2: words seen once in training become "
+                            f"{UNKNOWN})")
 
     def out_of_vocabulary(self, split: str) -> float:
         """The share of a split's words scored as <unk> (the released <unk> and the words outside the vocabulary)."""
-        vocabulary = self._vocabulary
-        words = sum(len(s) for s in self.sentences[split])
-        unknown = sum(1 for s in self.sentences[split] for w in s if w == UNKNOWN or w not in vocabulary)
-        return unknown / max(words, 1)
+        lookup, vocabulary = self._lookup, self._vocabulary
+        unknown_id = vocabulary.index(vocabulary.unknown) if vocabulary.unknown is not None else -1
+        unknown = int(self.prepared.counts[split][(lookup == unknown_id) | (lookup < 0)].sum())
+        return unknown / max(self.prepared.split_meta(split)["words"], 1)
 
     def sentences_in_vocabulary(self, split: str):
         """A split's sentences as the model reads them, words outside the vocabulary as <unk>: what a
         baseline must be fit and scored on to count the same words (a cut-off vocabulary maps words of
-        training too). Sentences the vocabulary covers are handed out as they are, not copied."""
+        training too)."""
         vocabulary = self.vocabulary
         for sentence in self.sentences[split]:
             if all(word in vocabulary for word in sentence):
@@ -290,12 +298,12 @@ class LanguageModelDataModule(L.LightningDataModule):
         """One md5 over the three files' md5s: identifies exactly which data a run trained on."""
         digest = hashlib.md5()
         for path in sorted(self.files.paths.values(), key=lambda p: p.name):
-            digest.update(f"{path.name}:{file_md5(path)}\n".encode())
+            digest.update(f"{path.name}:{cached_md5(path)}\n".encode())
         return digest.hexdigest()
 
     def token_count(self, split: str) -> int:
         """Words scored in perplexity: every word plus one <eos> per sentence."""
-        return sum(len(s) + 1 for s in self.sentences[split])
+        return self.prepared.split_meta(split)["tokens"] - 1
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -310,16 +318,18 @@ class LanguageModelDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ResumableChunks:
         rank, world = self._rank_and_world()
         per_process = self.streams_per_process(world)
-        ids = text_stream(self.sentences["train"], self.vocabulary)
-        inputs, targets = split_streams(ids, self.batch_size, pad_to_equal=False)
+        stream, count = self.prepared.streams["train"], self.batch_size
+        length = (len(stream) - 1) // count  # the streams are equal: the last < count words are dropped
+        inputs = stream[:-1][:length * count].reshape(count, length)
+        targets = stream[1:][:length * count].reshape(count, length)
         mine = slice(rank * per_process, (rank + 1) * per_process)
-        return ResumableChunks(StreamChunks(inputs[mine], targets[mine], self.bptt))
+        return ResumableChunks(StreamChunks(inputs[mine], targets[mine], self.bptt, self.lookup))
 
     def _evaluation_loader(self, split: str) -> DataLoader:
         # The whole text as one stream, in every process (module docstring): the literature's number.
-        ids = text_stream(self.sentences[split], self.vocabulary)
-        inputs, targets = split_streams(ids, 1, pad_to_equal=True)
-        return DataLoader(StreamChunks(inputs, targets, self.eval_bptt), batch_size=None, shuffle=False)
+        stream = self.prepared.streams[split]
+        chunks = StreamChunks(stream[:-1].reshape(1, -1), stream[1:].reshape(1, -1), self.eval_bptt, self.lookup)
+        return DataLoader(chunks, batch_size=None, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader("valid")
@@ -343,7 +353,15 @@ class LanguageModelCorpusSpec(DatasetSpec):
     def open(self, data_root: Path) -> TextFiles:
         return self.reader(self.location(Path(data_root)))
 
-    def make_datamodule(self, config, data_root: Path) -> "LanguageModelDataModule":
+    def prepare_compact(self, data_root: Path, options: dict) -> str:
+        """The three files read once into memory-mapped id streams (and checked as a run checks them)."""
+        data = LanguageModelDataModule(self.open(data_root))
+        prepared = data.prepared
+        meta = prepared.split_meta("train")
+        return (f"{self.name}: {meta['tokens'] - 1:,} training tokens ({len(prepared.types):,} word types), prepared in "
+                f"{prepared.folder} ({prepared.size_on_disk() / 2**20:,.1f} MiB); every run on these files maps it")
+
+    def make_datamodule(self, config, data_root: Path) -> LanguageModelDataModule:
         """From a language model's config: ``batch_size`` streams, ``bptt`` / ``eval_bptt`` and ``min_count``."""
         return LanguageModelDataModule(self.open(data_root), batch_size=config.batch_size, bptt=config.bptt,
                                        eval_bptt=config.eval_bptt, min_count=config.min_count)

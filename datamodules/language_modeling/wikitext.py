@@ -106,10 +106,10 @@ class WikiTextRelease:
         return TextFiles(self.title, paths, blank_lines="sentence", tabs=True, min_count=self.min_count,
                          check=self.check)
 
-    def check(self, path: Path, sentences: list[list[str]]) -> None:
+    def check(self, path: Path, lines: int, words: int) -> None:
         expected = self.lines[self.file_names.index(path.name)]
-        if len(sentences) != expected:
-            raise UserError(f"{path}: {len(sentences):,} lines, expected {expected:,} ({self.title}'s {path.name} in "
+        if lines != expected:
+            raise UserError(f"{path}: {lines:,} lines, expected {expected:,} ({self.title}'s {path.name} in "
                             f"{self.archive}); the file looks truncated or altered: run `python -m repro data "
                             f"prepare {self.name}` (other text: --data text)")
 
@@ -190,8 +190,7 @@ def write_lines(folder: Path, files: dict[str, list[str]]) -> None:
     for name, lines in files.items():
         partial = folder / f".{name}.part"
         with open(partial, "w", encoding="utf-8", newline="\n") as out:
-            for line in lines:
-                out.write(line + "\n")
+            out.writelines(line + "\n" for line in lines)
         os.replace(partial, folder / name)
 
 

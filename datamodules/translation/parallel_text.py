@@ -39,11 +39,10 @@ import hashlib
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Callable, Iterator
 
 import lightning as L
 import numpy as np
@@ -52,6 +51,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.catalog import DatasetSpec, get_dataset, numbered_lines
+from datamodules.preparation import TypeTable
 from datamodules.resumable import ResumableDataLoader
 from datamodules.translation.prepared import PreparedCorpus, StreamStats, cached_md5, prepare
 from repro.errors import UserError
@@ -270,6 +270,39 @@ def vocabulary_from_counts(counts: Counter, max_size: int, min_count: int, sourc
     return Vocabulary.from_counts(kept, specials=SPECIALS, unknown=UNKNOWN, source=source)
 
 
+def corpus_vocabulary(types: Sequence[str], counts: np.ndarray, max_size: int, min_count: int,
+                      source: str) -> tuple[Vocabulary, np.ndarray]:
+    """``vocabulary_from_counts`` over a corpus dictionary (``counts[i]`` is how often ``types[i]`` occurs),
+    and the map from corpus id to vocabulary id, without a Python object per word type: the counts pick
+    the candidates in numpy, and only the words kept (and those tied at the cut) are made strings. The
+    same vocabulary and ids, word for word, as counting strings gave."""
+    specials = positions_of(types, SPECIALS)  # the special words, wherever a corpus holds them as text
+    eligible = counts >= max(min_count, 1)
+    eligible[specials] = False
+    ids = np.flatnonzero(eligible)
+    if len(ids) > max_size:
+        chosen = counts[ids]
+        threshold = np.partition(chosen, len(chosen) - max_size)[len(chosen) - max_size]  # the max_size-th largest
+        sure, tied = ids[chosen > threshold], ids[chosen == threshold]
+        tied = sorted(tied.tolist(), key=types.__getitem__)[:max_size - len(sure)]  # ties: alphabetical
+        ids = np.concatenate([sure, np.asarray(tied, dtype=ids.dtype)])
+    words = {i: types[i] for i in ids.tolist()}
+    vocabulary = Vocabulary.from_counts(Counter({word: int(counts[i]) for i, word in words.items()}),
+                                        specials=SPECIALS, unknown=UNKNOWN, source=source)
+    lookup = np.full(len(types), vocabulary.index(UNKNOWN), dtype=np.int64)  # words cut: <unk>
+    for i, word in words.items():
+        lookup[i] = vocabulary.index(word)
+    for i in specials:
+        lookup[i] = vocabulary.index(types[i])
+    return vocabulary, lookup
+
+
+def positions_of(types: Sequence[str], words) -> list[int]:
+    if isinstance(types, TypeTable):
+        return types.positions_of(words)
+    return [i for i, word in enumerate(types) if word in words]
+
+
 def build_vocabulary(sentences: list[list[str]], max_size: int, min_count: int, source: str) -> Vocabulary:
     return vocabulary_from_counts(Counter(word for sentence in sentences for word in sentence), max_size, min_count,
                                   source)
@@ -279,13 +312,12 @@ class ParallelDataset(Dataset):
     """One split's pairs (``indices`` into the prepared split), each sliced from the mapped arrays when
     asked for and mapped from corpus ids to vocabulary ids; no Python object is kept per pair."""
 
-    def __init__(self, corpus: PreparedCorpus, split: str, indices: np.ndarray, source_vocabulary: Vocabulary,
-                 target_vocabulary: Vocabulary, reverse: bool):
+    def __init__(self, corpus: PreparedCorpus, split: str, indices: np.ndarray, source_map: np.ndarray,
+                 target_map: np.ndarray, reverse: bool):
         self.part, self.indices, self.reverse = corpus.splits[split], indices, reverse
         self.target_types = corpus.types["target"]
         # corpus id -> vocabulary id, one array per side (words cut from the vocabulary map to <unk>)
-        self.source_map = np.array(source_vocabulary.encode(corpus.types["source"]), dtype=np.int64)
-        self.target_map = np.array(target_vocabulary.encode(self.target_types), dtype=np.int64)
+        self.source_map, self.target_map = source_map, target_map
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -300,7 +332,7 @@ class ParallelDataset(Dataset):
         target_ids = self.part.target(i)
         return {"id": index, "source": torch.from_numpy(np.ascontiguousarray(source[::-1] if self.reverse else source)),
                 "target": torch.from_numpy(self.target_map[target_ids]),
-                "reference_tokens": " ".join([self.target_types[t] for t in target_ids.tolist()]),
+                "reference_tokens": self.target_types.join(target_ids),
                 "reference_text": self.part.text(i)}
 
 
@@ -341,7 +373,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
         if len(lengths) == 0:
             raise UserError("no sentence pairs to batch")
-        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1, 2)
+        self.lengths = np.asarray(lengths, dtype=np.int32).reshape(-1, 2)  # a sentence is < 2**31 tokens
         self.batch_size, self.shuffle = batch_size, shuffle
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
 
@@ -352,11 +384,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         """The sorted order of all pairs, and the start of each batch in it, in batch order."""
         count = len(self.lengths)
         generator = random.Random(self.seed + self.epoch)
-        order = np.arange(count)
+        positions = np.int32 if count < 2**31 else np.int64  # 4 bytes a pair in every process, not 8
+        order = np.arange(count, dtype=positions)
         if self.shuffle:
             shuffled = list(range(count))
             generator.shuffle(shuffled)
-            order = np.array(shuffled, dtype=np.int64)
+            order = np.fromiter(shuffled, dtype=positions, count=count)
             del shuffled
         keys = self.lengths[order]
         order = order[np.lexsort((keys[:, 1], keys[:, 0]))]  # stable: the shuffle breaks ties
@@ -401,6 +434,8 @@ class ParallelTextDataModule(L.LightningDataModule):
         self._corpus: PreparedCorpus | None = None
         self._indices: dict[str, np.ndarray] | None = None
         self._vocabularies: tuple[Vocabulary, Vocabulary] | None = None
+        self._source_map: np.ndarray | None = None
+        self._target_map: np.ndarray | None = None
         self._datasets: dict[str, ParallelDataset] = {}
 
     @property
@@ -411,7 +446,8 @@ class ParallelTextDataModule(L.LightningDataModule):
             if corpus.skipped_empty:
                 say(f"skipped {corpus.skipped_empty} sentence pair(s) with an empty side (first: {corpus.first_empty})")
             train = corpus.splits["train"]
-            keep = np.flatnonzero((train.source_lengths() <= self.max_length) & (train.target_lengths() <= self.max_length))
+            keep = np.flatnonzero((train.source_lengths() <= self.max_length)
+                                  & (train.target_lengths() <= self.max_length)).astype(np.int32 if len(train) < 2**31 else np.int64)
             if len(keep) < len(train):
                 say(f"dropped {len(train) - len(keep)} training pair(s) longer than max_length={self.max_length} tokens")
             if len(keep) == 0:
@@ -440,28 +476,27 @@ class ParallelTextDataModule(L.LightningDataModule):
         corpus = self.corpus
         return {split: TokenizedPairs(corpus, split, self._indices[split]) for split in SPLITS}
 
-    def _train_counts(self, side: str) -> Counter:
-        """Each word's count in the training pairs kept (streaming: bincounts over the mapped ids)."""
+    def _train_counts(self, side: str) -> np.ndarray:
+        """Each corpus word's count in the training pairs kept (streaming: bincounts over the mapped ids)."""
         corpus, keep = self.corpus, self._indices["train"]
         train, total = corpus.splits["train"], corpus.counts[side]
         if len(keep) == len(train):
-            counts = total
-        elif len(keep) * 2 >= len(train):  # few dropped: subtract theirs
+            return total
+        if len(keep) * 2 >= len(train):  # few dropped: subtract theirs
             dropped = np.setdiff1d(np.arange(len(train)), keep, assume_unique=True)
-            counts = total - train.token_counts(side, dropped, len(total))
-        else:
-            counts = train.token_counts(side, keep, len(total))
-        types = corpus.types[side]
-        return Counter({types[i]: int(counts[i]) for i in np.flatnonzero(counts)})
+            return total - train.token_counts(side, dropped, len(total))
+        return train.token_counts(side, keep, len(total))
 
     @property
     def vocabularies(self) -> tuple[Vocabulary, Vocabulary]:
         if self._vocabularies is None:
-            self._vocabularies = (
-                vocabulary_from_counts(self._train_counts("source"), self.source_vocabulary_size, self.min_count,
-                                       f"{self.reader.name} train ({self.source_language})"),
-                vocabulary_from_counts(self._train_counts("target"), self.target_vocabulary_size, self.min_count,
-                                       f"{self.reader.name} train ({self.target_language})"))
+            types, made = self.corpus.types, []
+            for side, size, language in (("source", self.source_vocabulary_size, self.source_language),
+                                         ("target", self.target_vocabulary_size, self.target_language)):
+                made.append(corpus_vocabulary(types[side], self._train_counts(side), size, self.min_count,
+                                              f"{self.reader.name} train ({language})"))
+            (source, self._source_map), (target, self._target_map) = made
+            self._vocabularies = (source, target)
         return self._vocabularies
 
     @property
@@ -475,7 +510,8 @@ class ParallelTextDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> ParallelDataset:
         if split not in self._datasets:
             corpus = self.corpus
-            self._datasets[split] = ParallelDataset(corpus, split, self._indices[split], *self.vocabularies,
+            _ = self.vocabularies  # and the maps from corpus ids to theirs
+            self._datasets[split] = ParallelDataset(corpus, split, self._indices[split], self._source_map, self._target_map,
                                                     reverse=self.reverse_source)
         return self._datasets[split]
 
@@ -595,7 +631,23 @@ class ParallelTextSpec(DatasetSpec):
         reader.check_pair(source, target)
         return reader
 
-    def make_datamodule(self, config, data_root: Path) -> "ParallelTextDataModule":
+    def prepare_compact(self, data_root: Path, options: dict) -> str:
+        """The corpus tokenized once into memory-mapped arrays, for one language pair (the corpus's first two
+        languages unless ``--source``/``--target`` say), test set and lowercasing: what a run of that
+        configuration then maps."""
+        source = options.get("source") or (self.languages[0] if len(self.languages) > 1 else "")
+        target = options.get("target") or (next((x for x in self.languages if x != source), "") if self.languages else "")
+        if not source or not target:
+            raise UserError(f"data prepare {self.name}: name the language pair (--source LANG --target LANG)")
+        reader = self.open(data_root, source, target, options.get("test_set") or "")
+        corpus = PreparedCorpus(prepare(reader, source, target, bool(options.get("lowercase")), options.get("workers"),
+                                        announce=say))
+        train = corpus.splits["train"]
+        return (f"{self.name} {source}-{target}: {len(train):,} training pairs of {int(train.source_offsets[-1]):,} + "
+                f"{int(train.target_offsets[-1]):,} tokens, prepared in {corpus.folder} "
+                f"({corpus.size_on_disk() / 2**20:,.1f} MiB); runs with this language pair, test set and lowercasing map it")
+
+    def make_datamodule(self, config, data_root: Path) -> ParallelTextDataModule:
         """From a translator's config: its language pair, test set, vocabulary sizes, batching and source order."""
         reader = self.open(data_root, config.source_language, config.target_language, config.test_set,
                            config.corpus_dir)

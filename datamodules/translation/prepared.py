@@ -28,22 +28,18 @@ while the others (DDP ranks, other runs) wait and then map the same files.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import deque
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
-from datamodules.catalog import cache_dir
-from repro.files import file_md5
+from datamodules.preparation import TypeTable, build_once, cached_md5, mapped, prepared_folder, worker_count
 from repro.translation.text import TOKENIZATION_VERSION, tokenize
 
 FORMAT_VERSION = 1
@@ -63,26 +59,18 @@ class StreamStats:
         self.first_empty = self.first_empty or where
 
 
-_MD5: dict[tuple, str] = {}
-
-
-def cached_md5(path: Path) -> str:
-    """A file's md5, computed once per process for one (path, size, modification time)."""
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _MD5:
-        _MD5[key] = file_md5(path)
-    return _MD5[key]
-
-
 def corpus_key(reader, source: str, target: str, lowercase: bool) -> tuple[str, dict]:
-    import sacremoses
-
+    # the installed version from its metadata: importing sacremoses to ask (it compiles ~100 regular
+    # expressions) took 1.2 s of every warm start
+    try:
+        sacremoses_version = importlib.metadata.version("sacremoses")
+    except importlib.metadata.PackageNotFoundError:
+        sacremoses_version = "?"
     files = reader.files(source, target)
     key = {"reader": type(reader).__name__, "stems": getattr(reader, "stems", None),
            "files": [(p.name, cached_md5(p)) for p in files], "source": source, "target": target,
            "lowercase": lowercase, "version": TOKENIZATION_VERSION,
-           "sacremoses": getattr(sacremoses, "__version__", "?"), "format": FORMAT_VERSION}
+           "sacremoses": sacremoses_version, "format": FORMAT_VERSION}
     return hashlib.md5(json.dumps(key, sort_keys=True).encode()).hexdigest(), key
 
 
@@ -135,8 +123,8 @@ class SplitWriter:
 
     def __init__(self, folder: Path, split: str):
         self.folder, self.split = folder, split
-        self.ids = {side: open(folder / f"{split}.{side}.ids", "wb") for side in SIDES}
-        self.text = open(folder / f"{split}.text.bin", "wb")
+        self.ids = {side: open(folder / f"{split}.{side}.ids", "wb") for side in SIDES}  # noqa: SIM115 (closed in close())
+        self.text = open(folder / f"{split}.text.bin", "wb")  # noqa: SIM115
         self.lengths: dict[str, list[np.ndarray]] = {side: [] for side in SIDES}
         self.text_lengths: list[np.ndarray] = []
         self.lines: list[np.ndarray] = []
@@ -175,17 +163,6 @@ def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
     if lengths:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
     return offsets
-
-
-def worker_count(workers: int | None = None) -> int:
-    if workers:
-        return max(1, workers)
-    if os.environ.get("REPRO_PREPARE_WORKERS"):
-        return max(1, int(os.environ["REPRO_PREPARE_WORKERS"]))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _progress(total_hint: str):
@@ -260,81 +237,52 @@ def write_prepared(folder: Path, stream: Iterator[tuple], files: list[Path], sou
     return meta
 
 
-@contextmanager
-def exclusive(lock_file: Path):
-    """An exclusive lock on ``lock_file`` (POSIX fcntl); a no-op where fcntl does not exist."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
-        try:
-            import fcntl
-        except ImportError:
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def prepared_folder(key: str, root: Path | None = None) -> Path:
-    return (root or cache_dir() / "prepared") / key
-
-
 def prepare(reader, source: str, target: str, lowercase: bool, workers: int | None = None,
             root: Path | None = None, announce: Callable[[str], None] = print) -> Path:
     """The prepared corpus's folder: made on first use (by one process; the others wait), then reused."""
     key, _ = corpus_key(reader, source, target, lowercase)
     folder = prepared_folder(key, root)
-    if (folder / "meta.json").is_file():
-        return folder
-    with exclusive(folder.parent / f"{key}.lock"):
-        if (folder / "meta.json").is_file():  # another process made it while this one waited
-            return folder
-        files = reader.files(source, target)
-        count = workers or worker_count()
-        announce(f"tokenizing sentence pairs of {reader.name} with sacremoses ({source}-{target}, {count} process(es)); "
-                 f"prepared once into {folder}")
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".staging-{key[:8]}-"))
-        try:
-            stats = StreamStats()
-            write_prepared(staging, reader.stream(source, target, stats), files, source, target, lowercase, count, stats)
-            if folder.exists():  # a stale, incomplete folder (no meta.json): never read, replaced
-                shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    count = workers or worker_count()
+
+    def write(staging: Path) -> None:
+        stats = StreamStats()
+        write_prepared(staging, reader.stream(source, target, stats), reader.files(source, target), source, target,
+                       lowercase, count, stats)
+
+    return build_once(folder, write, lambda: announce(
+        f"tokenizing sentence pairs of {reader.name} with sacremoses ({source}-{target}, {count} process(es)); "
+        f"prepared once into {folder}"))
 
 
 # --- reading ----------------------------------------------------------------------------------------
-
-def _ids(path: Path) -> np.ndarray:
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype=np.int32)
-    return np.memmap(path, dtype=np.int32, mode="r")
-
 
 class PreparedSplit:
     """One split, mapped: ``source(i)``/``target(i)`` are corpus ids, ``text(i)`` the reference text."""
 
     def __init__(self, folder: Path, split: str, files: list[str]):
-        load = lambda name: np.load(folder / f"{split}.{name}.npy", mmap_mode="r")  # noqa: E731
-        self.source_ids, self.target_ids = _ids(folder / f"{split}.source.ids"), _ids(folder / f"{split}.target.ids")
+        load = lambda name: np.load(folder / f"{split}.{name}.npy", mmap_mode="r")
+        self.source_ids, self.target_ids = mapped(folder / f"{split}.source.ids"), mapped(folder / f"{split}.target.ids")
         self.source_offsets, self.target_offsets = load("source.offsets"), load("target.offsets")
         self.text_offsets = load("text.offsets")
         text_path = folder / f"{split}.text.bin"
         self.text_bytes = np.memmap(text_path, dtype=np.uint8, mode="r") if text_path.stat().st_size else np.zeros(0, np.uint8)
         self.lines, self.file_indices, self.files = load("lines"), load("files"), files
+        self._source_lengths: np.ndarray | None = None
+        self._target_lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.source_offsets) - 1
 
     def source_lengths(self) -> np.ndarray:
-        return np.diff(self.source_offsets)
+        """Tokens of each pair's source (int32, computed once: every caller shares one array)."""
+        if self._source_lengths is None:
+            self._source_lengths = np.diff(self.source_offsets).astype(np.int32)
+        return self._source_lengths
 
     def target_lengths(self) -> np.ndarray:
-        return np.diff(self.target_offsets)
+        if self._target_lengths is None:
+            self._target_lengths = np.diff(self.target_offsets).astype(np.int32)
+        return self._target_lengths
 
     def source(self, i: int) -> np.ndarray:
         return self.source_ids[self.source_offsets[i]:self.source_offsets[i + 1]]
@@ -371,8 +319,7 @@ class PreparedCorpus:
         self.meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         self.types, self.counts = {}, {}
         for side in SIDES:
-            text = (folder / f"{side}.types.txt").read_text(encoding="utf-8")
-            self.types[side] = text.split("\n") if text else []
+            self.types[side] = TypeTable(folder / f"{side}.types.txt")
             self.counts[side] = np.load(folder / f"{side}.counts.npy")
         self.splits = {split: PreparedSplit(folder, split, self.meta["files"]) for split in ("train", "valid", "test")}
 

@@ -71,10 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     data_list = data_commands.add_parser("list", help="known datasets and whether they are present")
     data_list.add_argument("--data-dir")
-    prepare = data_commands.add_parser("prepare", help="download (or unpack a local archive) into the data root")
+    prepare = data_commands.add_parser(
+        "prepare", help="download (or unpack a local archive) into the data root, then prepare the compact form a "
+                        "run maps (tokenized id arrays), e.g. ahead of a cluster job")
     prepare.add_argument("dataset")
     prepare.add_argument("--archive", type=Path, help="a local copy of the official archive")
     prepare.add_argument("--data-dir")
+    prepare.add_argument("--source", default="", help="translation: source language (default: the corpus's first)")
+    prepare.add_argument("--target", default="", help="translation: target language (default: the corpus's second)")
+    prepare.add_argument("--test-set", default="", help="translation: the test set (default: the corpus's standard one)")
+    prepare.add_argument("--lowercase", action="store_true", help="translation: lowercased tokens (as --set lowercase=true)")
+    prepare.add_argument("--workers", type=int, default=0, help="tokenizing processes (default: every core)")
+    prepare.add_argument("--download-only", action="store_true", help="only download or unpack, as before")
 
     table = commands.add_parser("table", help="regenerate results tables and figures from run records")
     table.add_argument("--results", default="results")
@@ -113,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("paper", help="a paper with a benchmark (mikolov2010, ...) or beam_search")
     bench.add_argument("--quick", action="store_true", help="a few seconds per measurement (for CI)")
     bench.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the benchmark's own options (e.g. bench scale --sizes 20000,200000), passed on")
 
     features = commands.add_parser("features", help="image features: run a frozen CNN once and cache its output")
     features_commands = features.add_subparsers(dest="features_command", required=True)

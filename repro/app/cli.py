@@ -77,7 +77,10 @@ def command_data(args: argparse.Namespace) -> None:
     elif args.archive is not None:
         raise UserError(f"data prepare {spec.name} --archive: {spec.name} is your own files, nothing to unpack; put them "
                         f"in {spec.location(root)}")
-    if not args.download_only:
+    if not args.download_only and not spec.is_present(root):  # e.g. an archive of the test sets only
+        print(f"{spec.name}: not compacted yet: missing {', '.join(p.name for p in spec.missing_files(root)[:4])}; "
+              f"`repro data prepare {spec.name}` again once they are there (a run also prepares it on first use)")
+    elif not args.download_only:
         print(spec.prepare_compact(root, {"source": args.source, "target": args.target, "test_set": args.test_set,
                                           "lowercase": args.lowercase, "workers": args.workers or None}), flush=True)
 

@@ -89,11 +89,15 @@ from repro.vocabulary import Vocabulary
 NAME = "mikolov2010"
 
 # Mikolov et al. 2011, "Empirical evaluation and combination of advanced language modeling
-# techniques", Table on the Penn Treebank (test perplexity, 10k vocabulary).
+# techniques", Table on the Penn Treebank (test perplexity, 10k vocabulary). NOT checked: no copy of
+# that paper (nor of Mikolov et al. 2010 or 2011 ICASSP, which report PTB numbers too) could be read in
+# this workplace, so neither the table's number, its page nor these three values were confirmed.
+_PTB_TABLE = ("Mikolov et al. 2011 (Interspeech, 'Empirical evaluation and combination of advanced language "
+              "modeling techniques'), PTB table (NOT checked: paper text not readable here)")
 PUBLISHED = (
-    PublishedResult("ptb", "test", "ppl_kn5", 141.2, "KN5 (no count cutoffs)", "Mikolov et al. 2011, PTB table"),
-    PublishedResult("ptb", "test", "ppl", 124.7, "RNNLM (single)", "Mikolov et al. 2011, PTB table", headline=True),
-    PublishedResult("ptb", "test", "ppl_dynamic", 123.2, "RNNLM (single, dynamic)", "Mikolov et al. 2011, PTB table"),
+    PublishedResult("ptb", "test", "ppl_kn5", 141.2, "KN5 (no count cutoffs)", _PTB_TABLE),
+    PublishedResult("ptb", "test", "ppl", 124.7, "RNNLM (single)", _PTB_TABLE, headline=True),
+    PublishedResult("ptb", "test", "ppl_dynamic", 123.2, "RNNLM (single, dynamic)", _PTB_TABLE),
 )
 
 

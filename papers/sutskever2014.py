@@ -77,7 +77,10 @@ NAME = "sutskever2014"
 # WMT'14 English->French, newstest2014 (ntst14). BLEU is the paper's multi-bleu.perl on tokenized text,
 # recorded here as test/bleu. Sec. 3.3: reversing the source lowered test perplexity from 5.8 to 4.7
 # and raised test BLEU from 25.9 to 30.6. Table 1: the same comparison with beam 12 and the ensembles.
-_SEC33, _TABLE1 = "Sutskever et al. 2014, Sec. 3.3", "Sutskever et al. 2014, Table 1"
+# Every number below was read in the NIPS 2014 proceedings PDF (Advances in NIPS 27, pp. 3104-3112):
+# Sec. 3.3 on its 4th page (p. 3107), Table 1 on its 6th (p. 3109).
+_SEC33 = "Sutskever et al. 2014 (NIPS 27), Sec. 3.3, p. 3107 (checked)"
+_TABLE1 = "Sutskever et al. 2014 (NIPS 27), Table 1, p. 3109 (checked)"
 PUBLISHED = (
     PublishedResult("wmt14", "test", "bleu", 25.9, "single LSTM, source not reversed", _SEC33),
     PublishedResult("wmt14", "test", "bleu", 30.6, "single LSTM, reversed source", _SEC33),

@@ -53,9 +53,9 @@ Where it departs from the paper, and why:
   rather than a fixed 10,000 words (Sec. 5.1); on COCO the two give about the same vocabulary.
 - Early stopping on validation BLEU (Sec. 4.3) is done on BLEU-4 with a patience in epochs; the best
   checkpoint by validation BLEU-4 is the one tested.
-- Scores come from coco-caption (BLEU with the brevity penalty). The paper's BLEU-n is "the geometric
-  average of the n-gram precision" (Table 1's footnote), i.e. without a brevity penalty, while its
-  released code scores with coco-caption; the published rows below carry that note.
+- Scores come from coco-caption (BLEU with the brevity penalty). Table 1's footnote says only that the
+  paper's BLEU-n is "the geometric average of the n-gram precision"; it does not say whether a brevity
+  penalty was applied. The published rows below quote the footnote.
 
 What the runs show: ``results/xu2015.md`` (generated from the run records in ``results/runs/``).
 """
@@ -84,7 +84,13 @@ NAME = "xu2015"
 
 # --- published numbers (Table 1: BLEU-1,2,3,4 / METEOR) -----------------------------------------------------
 
-_NO_BREVITY = "Xu et al. 2015, Table 1; its BLEU is without brevity penalty, ours coco-caption's"
+# NOT checked here: no copy of the paper's text could be read in this workplace. The note on how the
+# paper computed BLEU is its Table 1 footnote, which says only that "BLEU-n is the geometric average of
+# the n-gram precision" (then: BLEU-1 is the unigram precision, BLEU-2 the geometric average of the
+# unigram and bigram precision), as quoted in GitHub issue nyu-dl/dl4mt-nonauto#4; it does not mention
+# a brevity penalty, so the source says no more than that. The suite scores with coco-caption's BLEU.
+_TABLE1 = ('Xu et al. 2015, Table 1, whose footnote reads "BLEU-n is the geometric average of the n-gram '
+           'precision" (NOT checked: paper text not readable here; footnote as quoted in nyu-dl/dl4mt-nonauto#4)')
 _TABLE_1 = {  # (dataset, system) -> BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR
     ("flickr8k", "Soft-Attention"): (67.0, 44.8, 29.9, 19.5, 18.93),
     ("flickr8k", "Hard-Attention"): (67.0, 45.7, 31.4, 21.3, 20.30),
@@ -94,7 +100,7 @@ _TABLE_1 = {  # (dataset, system) -> BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR
     ("coco", "Hard-Attention"): (71.8, 50.4, 35.7, 25.0, 23.04),
 }
 _ATTENTION = {"Soft-Attention": "soft", "Hard-Attention": "hard"}  # the config value that runs each row's system
-PUBLISHED = tuple(PublishedResult(dataset, "test", metric, value, system, _NO_BREVITY,
+PUBLISHED = tuple(PublishedResult(dataset, "test", metric, value, system, _TABLE1,
                                   headline=dataset == "flickr8k" and metric == "bleu_4",
                                   config=(("attention", _ATTENTION[system]),))
                   for (dataset, system), values in _TABLE_1.items()

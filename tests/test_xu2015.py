@@ -337,7 +337,7 @@ def test_smoke_run_records_metrics_attention_maps_and_a_table_row(smoke_run):
         patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         assert main(["table", "--results", str(root / "results")]) == 0
     table = (root / "results" / "xu2015.md").read_text()
-    assert "preset `smoke`" in table and "Hard-Attention" in table and "without brevity penalty" in table
+    assert "preset `smoke`" in table and "Hard-Attention" in table and "geometric average of the n-gram precision" in table
     figure = root / "results" / "xu2015_shapes_smoke_attention.png"
     assert figure.stat().st_size > 10_000 and f"![shapes: where each word looked, {attention}" in table
 

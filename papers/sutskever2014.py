@@ -139,12 +139,15 @@ PRESETS = {
     # the embedded sample (what `python -m repro run sutskever2014` trains on without real data): the
     # cpu preset (8 epochs, about 5 minutes on a 2-core laptop), decoded with beam 5
     "sample": {},  # filled in below
+    # its ablation, the control for Sec. 3.3's claim on the sample: differs from it ONLY in reverse_source
+    "sample-forward": {},  # filled in below
     # seconds on a CPU: every code path on the embedded sample
     "smoke": {"num_layers": 1, "hidden_size": 32, "embedding_size": 16, "optimizer": "adam", "learning_rate": 0.01,
               "training_epochs": 1.0, "max_epochs": 1, "batch_size": 64, "beam_size": 2, "max_length": 60},
 }
 PRESETS["cpu-forward"] = {**PRESETS["cpu"], "reverse_source": False}
 PRESETS["sample"] = {**PRESETS["cpu"], "beam_size": 5}
+PRESETS["sample-forward"] = {**PRESETS["sample"], "reverse_source": False}
 
 
 class Seq2SeqLSTM(nn.Module):

@@ -12,8 +12,11 @@ import pytest
 from repro.app import fingerprints
 from repro.app.cli import main
 from repro.app.fingerprints import code_changes, code_hash, fingerprint
-from repro.app.staleness import stale_reason
+from repro.app.records import load_records
+from repro.app.rows import rows_of
+from repro.app.staleness import config_changes, stale_reason
 from repro.app.tables import mark_stale, shown_command
+from repro.registry import all_papers
 from tests.conftest import sandboxed_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,3 +136,28 @@ def test_a_language_model_record_is_rescored_from_its_sentence_log_probabilities
     copy.write_text(path.read_text())
     copy.with_name(predictions.name).write_bytes(gzip.compress(json.dumps(kept).encode()))
     assert main(["rescore", str(copy)]) == 1
+
+
+def test_every_printed_command_resolves_to_its_records_config():
+    """The command a results page prints for a row, parsed as the command line parses it and resolved at
+    HEAD, gives the config its record ran with (for every record that names its code; older ones are
+    marked on the pages instead)."""
+    records = load_records(ROOT / "results" / "runs")
+    checked = 0
+    for entry in all_papers():
+        for row in rows_of(entry, [r for r in records if r["paper"] == entry.name]):
+            for record in row.records:
+                if record.get("code") and record.get("command", "").startswith("python -m repro run"):
+                    command = shown_command(record["command"], several_seeds=row.seeds > 1)
+                    assert "/tmp/" not in command and "/work/" not in command, command
+                    assert config_changes(record, command) == [], (record["_path"], command)
+                    checked += 1
+    assert checked or not any(r.get("code") for r in records)
+
+
+def test_a_printed_command_keeps_every_override_and_no_machine_path():
+    command = ("python -m repro run mikolov2010 --preset ptb --data ptb --data-dir /work/shared/data --set dropout=0.5 "
+               "--seed 3 --no-progress --out /tmp/x/out --results /tmp/x/results")
+    assert shown_command(command) == ("python -m repro run mikolov2010 --preset ptb --data ptb --data-dir DATA_ROOT "
+                                      "--set dropout=0.5 --seed 3")
+    assert shown_command(command, several_seeds=True).endswith("--set dropout=0.5 --seed SEED")

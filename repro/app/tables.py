@@ -17,10 +17,12 @@ are licensed to their owners for research use, not for redistribution.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from datamodules.catalog import get_dataset, resolve_data_dir
@@ -364,10 +366,19 @@ def _write(results_dir: Path, out: Path, records: list[dict], problems: dict[str
     return written
 
 
+def _rescore_one(path: Path, data_dir: str | None) -> str | None:
+    try:
+        _, differing = rescore(path, data_dir)
+    except UserError as error:
+        return f"{path.name}: cannot be re-scored: {error}"
+    return f"{path.name}: re-scored from its predictions, {', '.join(differing)} differ from the record" if differing else None
+
+
 def rescore_problems(records: list[dict], data_dir: str | None) -> list[str]:
-    """Every record with a predictions file, re-scored: a metric that differs is a problem. A real-data
-    record whose dataset is not under the data root is skipped, and said so."""
-    found = []
+    """Every record with a predictions file, re-scored (in parallel: METEOR and the PTB tokenizer start a
+    JVM each time): a metric that differs is a problem. A real-data record whose dataset is not under the
+    data root is skipped, and said so."""
+    paths = []
     for record in records:
         path = Path(record["_path"])
         if not predictions_path(path).is_file():
@@ -376,14 +387,11 @@ def rescore_problems(records: list[dict], data_dir: str | None) -> list[str]:
         if record.get("data_source") == "real" and not get_dataset(record["dataset"]).is_present(data_root):
             print(f"note: {path.name} not re-scored: {record['dataset']} is not under {data_root} (--data-dir)")
             continue
-        try:
-            _, differing = rescore(path, data_dir)
-        except UserError as error:
-            found.append(f"{path.name}: cannot be re-scored: {error}")
-            continue
-        if differing:
-            found.append(f"{path.name}: re-scored from its predictions, {', '.join(differing)} differ from the record")
-    return found
+        paths.append(path)
+    if len(paths) < 2:
+        return [problem for problem in (_rescore_one(path, data_dir) for path in paths) if problem]
+    with ProcessPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+        return [problem for problem in pool.map(_rescore_one, paths, [data_dir] * len(paths)) if problem]
 
 
 def check_tables(results_dir: Path, data_dir: str | None = None) -> list[str]:

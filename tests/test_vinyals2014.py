@@ -142,9 +142,9 @@ def test_fine_tuning_trains_the_encoder_end_to_end(tmp_path):
     assert len(module.configure_optimizers().param_groups) == 2  # the CNN has its own (small) rate
 
 
-def test_the_record_can_be_rescored_from_its_predictions(smoke_run, capsys, tmp_path):
-    """The captions of the model and of the baseline, kept beside the record, give its metrics again; a
-    changed caption is found."""
+def test_the_record_can_be_rescored_from_its_predictions(smoke_run, capsys):
+    """The captions of the model and of the baseline, kept beside the record, give its metrics again
+    (that a changed output is found is tested once, cheaply, in tests/test_record_checks.py)."""
     import gzip
 
     root, record = smoke_run
@@ -156,10 +156,3 @@ def test_the_record_can_be_rescored_from_its_predictions(smoke_run, capsys, tmp_
     out = capsys.readouterr().out
     assert "all equal at float32 precision" in out and "test/cider_d@nearest-neighbour" in out
     assert "not determined by the outputs (not re-scored): " in out and "test/ppl" in out
-    medium = sorted(kept["outputs"])[0]
-    kept["outputs"][medium] = "a completely different caption about nothing"
-    copy = tmp_path / path.name
-    copy.write_text(path.read_text())
-    copy.with_name(predictions.name).write_bytes(gzip.compress(json.dumps(kept).encode()))
-    assert main(["rescore", str(copy)]) == 1
-    assert "<- differs" in capsys.readouterr().out

@@ -7,12 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from repro.app import fingerprints
 from repro.app.cli import main
 from repro.app.fingerprints import code_changes, code_hash, fingerprint
 from repro.app.records import load_records
+from repro.app.rescore import agrees
 from repro.app.rows import rows_of
 from repro.app.staleness import config_changes, stale_reason
 from repro.app.tables import mark_stale, shown_command
@@ -161,3 +163,9 @@ def test_a_printed_command_keeps_every_override_and_no_machine_path():
     assert shown_command(command) == ("python -m repro run mikolov2010 --preset ptb --data ptb --data-dir DATA_ROOT "
                                       "--set dropout=0.5 --seed 3")
     assert shown_command(command, several_seeds=True).endswith("--set dropout=0.5 --seed SEED")
+
+
+def test_caption_and_bleu_scores_must_match_at_float32_and_perplexities_within_1e_4():
+    logged = float(np.float32(27.123456789))  # a metric as the test logs it
+    assert agrees("captions", logged, 27.123456789) and not agrees("captions", logged, 27.1235)
+    assert agrees("sentence_log_probs", 120.0, 120.0 * (1 + 5e-5)) and not agrees("sentence_log_probs", 120.0, 120.05)

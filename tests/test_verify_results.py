@@ -16,6 +16,7 @@ import pytest
 from repro.app.cli import main
 from tests.conftest import SHARED_DATA
 
+STEPS = 5  # of the 20 a record keeps: a change of code or config shows from the first step; CI time is tight
 RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
 
 
@@ -34,7 +35,7 @@ def test_every_sample_row_still_trains_the_same_at_head(record, capsys):
     init_from = json.loads(record.read_text())["config"].get("init_from")
     if init_from and not Path(init_from).is_file():
         pytest.skip(f"starts from another run's checkpoint, not kept in git: {init_from}")
-    assert main(["verify", str(record)]) == 0, capsys.readouterr().out
+    assert main(["verify", str(record), "--steps", str(STEPS)]) == 0, capsys.readouterr().out
 
 
 REAL = verifiable(real=True)
@@ -44,4 +45,5 @@ REAL = verifiable(real=True)
 @pytest.mark.skipif(not REAL or not SHARED_DATA.is_dir(), reason="no real-data record with first losses, or no data")
 def test_a_real_data_row_still_trains_the_same_at_head(capsys):
     fastest = min(REAL, key=lambda path: json.loads(path.read_text()).get("wall_time_s", 0))
-    assert main(["verify", str(fastest), "--data-dir", str(SHARED_DATA)]) == 0, capsys.readouterr().out
+    assert main(["verify", str(fastest), "--steps", str(STEPS), "--data-dir", str(SHARED_DATA)]) == 0, \
+        capsys.readouterr().out

@@ -175,15 +175,7 @@ def child_load(folder: str, batches: int, hold: float) -> dict:
     iterator = iter(loader)
     next(iterator)
     first_batch = time.perf_counter() - started
-    began, steps = time.perf_counter(), 0
-    for _ in range(batches):
-        try:
-            next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            next(iterator)
-        steps += 1
-    rate = steps / max(time.perf_counter() - began, 1e-9)
+    rate = batch_rate(loader, iterator, batches)
     private = private_bytes() - private_baseline
     time.sleep(hold)  # two processes at once: both hold their mappings while the other measures
     return {"first_batch_s": first_batch, "batches_per_s": rate, "pairs": len(data.dataset("train")),

@@ -10,7 +10,9 @@ What this file reproduces: the Elman network of Sec. 2 (one-hot input, sigmoid h
 softmax output), trained with truncated backpropagation through time and the paper's learning-rate
 schedule (Sec. 2.1), the class-factorised output layer of the 2011 "Extensions" paper (Sec. 4), the
 "dynamic" model that keeps learning on the test text (Sec. 2.1 and Table 1 of the 2010 paper), and
-the interpolated modified Kneser-Ney 5-gram baseline (computed by ``repro.language_modeling.kneser_ney``) on PTB.
+the interpolated modified Kneser-Ney 5-gram baseline (computed by ``repro.language_modeling.kneser_ney``) on PTB,
+and the 2011 papers' combination of the two: the RNN and KN5 interpolated linearly word by word, the
+weight chosen on validation (``interpolate_with_kn5``; ``test/ppl_rnn_kn5`` beside the thesis's 105.7).
 
 The RNNLM toolkit's training, and how much of it this file follows (rnnlm 0.3e sources, rnnlmlib.cpp:
 defaults -alpha 0.1, -beta 1e-7, -min-improvement 1.003, -bptt-block 10, -class 100, no biases):
@@ -62,6 +64,7 @@ underfits 200 units within the schedule.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Literal
 
@@ -88,16 +91,19 @@ from repro.vocabulary import Vocabulary
 
 NAME = "mikolov2010"
 
-# Mikolov et al. 2011, "Empirical evaluation and combination of advanced language modeling
-# techniques", Table on the Penn Treebank (test perplexity, 10k vocabulary). NOT checked: no copy of
-# that paper (nor of Mikolov et al. 2010 or 2011 ICASSP, which report PTB numbers too) could be read in
-# this workplace, so neither the table's number, its page nor these three values were confirmed.
-_PTB_TABLE = ("Mikolov et al. 2011 (Interspeech, 'Empirical evaluation and combination of advanced language "
-              "modeling techniques'), PTB table (NOT checked: paper text not readable here)")
+# The Penn Treebank numbers (test perplexity, 10k vocabulary) as Mikolov's PhD thesis ("Statistical
+# language models based on neural networks", Brno 2012) reprints them from Mikolov et al. 2011,
+# "Empirical evaluation and combination of advanced language modeling techniques" (Interspeech):
+# Table 4.1, "Perplexity of individual models alone and after combination with the baseline language
+# models", columns "individual" and "+KN5". Checked in a public copy of the thesis (Table 4.1);
+# the Interspeech paper's own table could not be read here.
+_PTB_TABLE = ("Mikolov 2012 (PhD thesis), Table 4.1, reprinting Mikolov et al. 2011 (Interspeech, 'Empirical "
+              "evaluation and combination of advanced language modeling techniques'); checked in the thesis")
 PUBLISHED = (
     PublishedResult("ptb", "test", "ppl_kn5", 141.2, "KN5 (no count cutoffs)", _PTB_TABLE),
     PublishedResult("ptb", "test", "ppl", 124.7, "RNNLM (single)", _PTB_TABLE, headline=True),
     PublishedResult("ptb", "test", "ppl_dynamic", 123.2, "RNNLM (single, dynamic)", _PTB_TABLE),
+    PublishedResult("ptb", "test", "ppl_rnn_kn5", 105.7, "RNNLM + KN5 (linear interpolation)", _PTB_TABLE),
 )
 
 
@@ -121,6 +127,8 @@ class Mikolov2010Config(TrainingConfig):
     dynamic_evaluation: bool = True  # also report the "dynamic" model (keeps learning on test text)
     dynamic_learning_rate: PositiveFloat = 0.1  # fixed rate while learning on the test text (Sec. 2.1)
     kneser_ney_baseline: bool = True  # also fit and report the KN5 baseline on the same data
+    # and the RNN interpolated with it word by word, its weight chosen on validation (Mikolov et al. 2011)
+    interpolate_kn5: bool = True
     l2_regularization: NonNegativeFloat = 1e-7  # the toolkit's -beta default: every 10th word w -= beta * alpha * w
     reject_worse_epochs: bool = True  # the toolkit restores the previous weights after a worse epoch
     # Departure (not in the toolkit; it changes training, not the model): dropout on the RNN LM's
@@ -474,8 +482,56 @@ def kneser_ney_baseline(config: Mikolov2010Config, datamodule) -> BaselineResult
     # the words the RNN is scored on: with a vocabulary cut-off, the cut words are <unk> for both models
     text = datamodule.sentences_in_vocabulary
     model = KneserNeyLanguageModel(order=5).fit(text("train"))
-    return BaselineResult("kn5", {"val/ppl_kn5": model.perplexity(text("valid")),
-                                  "test/ppl_kn5": model.perplexity(text("test"))})
+    kn5 = {split: model.word_log_probs(text(split)) for split in ("valid", "test")}
+    metrics = {"val/ppl_kn5": _perplexity(kn5["valid"]), "test/ppl_kn5": _perplexity(kn5["test"])}
+    outputs = {"test/ppl_kn5": _sentence_log_probs(kn5["test"], text("test"))}
+    trainer = getattr(datamodule, "trainer", None)
+    if config.interpolate_kn5 and trainer is not None and trainer.lightning_module is not None:
+        metrics_rnn_kn5, outputs_rnn_kn5 = interpolate_with_kn5(trainer.lightning_module, datamodule, kn5, text)
+        metrics.update(metrics_rnn_kn5)
+        outputs.update(outputs_rnn_kn5)
+    return BaselineResult("kn5", metrics, outputs)
+
+
+# the weights of the RNN searched on validation: every hundredth from 0 to 1
+INTERPOLATION_WEIGHTS = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
+
+
+def interpolate_with_kn5(module, datamodule, kn5: dict, text) -> tuple[dict, dict]:
+    """The papers' combination: the RNN and KN5 linearly interpolated word by word,
+    p(w) = lambda p_rnn(w) + (1 - lambda) p_kn5(w), with the weight lambda that gives the lowest validation
+    perplexity (Mikolov et al. 2011 combine models by linear interpolation with weights tuned on
+    validation). The RNN is the static network the test scored (the best checkpoint)."""
+    rnn = {"valid": module.word_log_probs(datamodule.val_dataloader()),
+           "test": module.word_log_probs(datamodule.test_dataloader())}
+    for split, scores in rnn.items():
+        if len(scores) != len(kn5[split]):  # both must score the same words, <eos> included
+            raise RuntimeError(f"{split}: the RNN scored {len(scores)} words and KN5 {len(kn5[split])}")
+
+    def combined(split: str, weights: torch.Tensor) -> torch.Tensor:  # [weights, words]
+        r, k = rnn[split][None, :], torch.as_tensor(kn5[split], dtype=torch.float64)[None, :]
+        w = weights[:, None]
+        return torch.logaddexp(torch.log(w) + r, torch.log1p(-w) + k)
+
+    valid_nll = -combined("valid", INTERPOLATION_WEIGHTS).mean(dim=1)
+    weight = INTERPOLATION_WEIGHTS[int(torch.argmin(valid_nll))]
+    test = combined("test", weight[None])[0]
+    metrics = {"val/ppl_rnn_kn5": math.exp(float(valid_nll.min())), "test/ppl_rnn_kn5": _perplexity(test.numpy()),
+               "rnn_kn5_weight": float(weight)}
+    return metrics, {"test/ppl_rnn_kn5": _sentence_log_probs(test.numpy(), text("test"))}
+
+
+def _perplexity(log_probs) -> float:
+    return math.exp(-math.fsum(log_probs.tolist()) / len(log_probs))
+
+
+def _sentence_log_probs(log_probs, sentences) -> dict[str, list]:
+    """Per-sentence sums of per-token log-probabilities (each sentence's words and its </s>), the form of
+    the predictions file that ``repro rescore`` reads."""
+    lengths = [len(sentence) + 1 for sentence in sentences]
+    ends = list(itertools.accumulate(lengths))
+    return {"log_prob": [math.fsum(log_probs[end - n:end].tolist()) for n, end in zip(lengths, ends)],
+            "words": lengths}
 
 
 # The paper's central claims, each as the comparison of runs that tests it (repro.app.claims judges them)
@@ -486,6 +542,9 @@ CLAIMS = (
     Claim("Dynamic evaluation (training on the test text as it is read) lowers perplexity further",
           "Mikolov et al. 2010, the dynamic model and its results (page not checked)",
           better=Side("test/ppl_dynamic", label="RNN LM, dynamic"), worse=Side("test/ppl", label="RNN LM, static")),
+    Claim("Linearly interpolated with KN5, the RNN language model has lower perplexity than alone",
+          "Mikolov 2012 (PhD thesis), Table 4.1, column +KN5 (from Mikolov et al. 2011)",
+          better=Side("test/ppl_rnn_kn5", label="RNN LM + KN5"), worse=Side("test/ppl", label="RNN LM, static")),
 )
 
 
@@ -496,7 +555,7 @@ register_paper(PaperEntry(
     task="language modelling",
     # PTB is the paper's; the embedded grammar is what runs without data; then any other text
     datasets=("ptb", "agreement-grammar", "wikitext2", "wikitext2-raw", "wikitext103", "wikitext103-raw", "text"),
-    metrics=("test/ppl", "test/ppl_dynamic", "test/ppl_kn5", "best_val/ppl", "val/ppl_kn5"),
+    metrics=("test/ppl", "test/ppl_dynamic", "test/ppl_kn5", "test/ppl_rnn_kn5", "best_val/ppl", "val/ppl_kn5"),
     published=PUBLISHED,
     config_class=Mikolov2010Config,
     presets=PRESETS,

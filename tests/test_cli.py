@@ -99,8 +99,8 @@ def test_table_is_generated_from_records(finished_run, monkeypatch, capsys):
     monkeypatch.setattr("repro.app.tables.trace_problem", lambda record: None)  # as from a clean commit (tests/test_tables.py)
     assert main(["table", "--results", str(results)]) == 0
     table = (results / "mikolov2010.md").read_text()
-    assert "| published (Mikolov et al. 2011 (Interspeech, 'Empirical evaluation" in table
-    assert "PTB table (NOT checked: paper text not readable here)) | RNNLM (single) | ptb |" in table
+    assert "| published (Mikolov 2012 (PhD thesis), Table 4.1, reprinting Mikolov et al. 2011" in table
+    assert "checked in the thesis) | RNNLM (single) | ptb |" in table
     assert f"{record['metrics']['test/ppl']:.1f}" in table and "embedded sample" in table
     assert (results / "mikolov2010_validation.png").is_file()
     assert "vinyals2014" in (results / "README.md").read_text()

@@ -13,6 +13,11 @@ epoch's training sums, mikolov2010's L2 decay and validation-driven schedule (ha
 run here: ``min_improvement`` is set high), sutskever2014's step-wise LambdaLR (its decay starts
 mid-run here), venugopalan2014's StepLR (SGD, halved every 50 steps), the captioners' training sums of
 the epoch (train/ppl_epoch), and for xu2015 the hard-attention moving-average baseline.
+
+The captioners are scored here with the Python tokenizer and no METEOR: each Java scoring starts a JVM
+that loads METEOR's paraphrase tables (about 10 s, several times a resumed run), and what is compared
+(BLEU, ROUGE-L, CIDEr-D, perplexity, to the last bit) is as strict without it. Java scoring is tested in
+tests/test_caption_metrics.py, and a whole run with it in the no-flag and distributed tests.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ def run(args: list[str], root: Path, results: Path, resume: Path | None = None, 
         patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.setenv("REPRO_RUN_ID", "exact-resume")
+        patch.setattr("repro.metrics.captions._use_java", lambda use_java: bool(use_java))  # None: no Java
         if snapshots is not None:
             snapshots_of_every_save(patch, snapshots)
         extra = ["--resume", str(resume)] if resume is not None else []

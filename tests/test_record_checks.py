@@ -88,6 +88,16 @@ def test_the_same_seed_on_the_same_machine_gives_the_same_row_bit_for_bit(smoke_
     assert first["determinism"]["threads"] >= 1 and first["code"]["files"]
 
 
+def test_the_rnn_interpolated_with_kn5_is_no_worse_on_validation_than_either(smoke_records):
+    """The weight is chosen on validation from a grid holding 0 (KN5 alone) and 1 (the RNN alone, the
+    best checkpoint's validation perplexity), so the combination cannot be worse there than either."""
+    (record, _), _ = smoke_records
+    metrics = record["metrics"]
+    assert 0.0 <= metrics["rnn_kn5_weight"] <= 1.0
+    assert metrics["val/ppl_rnn_kn5"] <= min(metrics["best_val/ppl"], metrics["val/ppl_kn5"]) * (1 + 1e-5)
+    assert metrics["test/ppl_rnn_kn5"] < max(metrics["test/ppl"], metrics["test/ppl_kn5"])
+
+
 def test_a_record_whose_code_or_preset_moved_on_is_stale(smoke_records):
     (record, _), _ = smoke_records
     command = shown_command(record["command"])
@@ -131,8 +141,11 @@ def test_a_language_model_record_is_rescored_from_its_sentence_log_probabilities
     kept = json.loads(gzip.decompress(predictions.read_bytes()))
     scores = kept["outputs"]["test/ppl"]
     assert kept["kind"] == "sentence_log_probs" and len(scores["log_prob"]) == len(scores["words"]) > 100
+    # KN5 and the RNN interpolated with it are re-scored from their own sentence scores
+    assert set(kept["baselines"]["kn5"]) == {"test/ppl_kn5", "test/ppl_rnn_kn5"}
     assert main(["rescore", str(path)]) == 0
-    assert "test/ppl " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert all(f"{name} " in printed for name in ("test/ppl", "test/ppl_kn5", "test/ppl_rnn_kn5")), printed
     scores["log_prob"][0] -= 5.0  # one sentence five nats less likely
     copy = tmp_path / path.name
     copy.write_text(path.read_text())

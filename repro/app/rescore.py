@@ -73,8 +73,11 @@ def rescored_metrics(record: dict, predictions: dict, data_dir: str | None = Non
         return score_translations(items, config["target_language"], tuple(config["length_bucket_edges"]),
                                   config.get("lowercase", False))["metrics"]
     if predictions["kind"] == "sentence_log_probs":  # per-word perplexity, <eos> counted as a word
+        # a baseline's outputs are keyed by its metrics too (e.g. KN5, and the RNN interpolated with it)
+        outputs = {**predictions["outputs"], **{key: scores for baseline in predictions.get("baselines", {}).values()
+                                                for key, scores in baseline.items()}}
         return {key: math.exp(-math.fsum(scores["log_prob"]) / sum(scores["words"]))
-                for key, scores in predictions["outputs"].items() if scores["words"]}
+                for key, scores in outputs.items() if scores["words"]}
     raise UserError(f"predictions of kind {predictions['kind']!r} cannot be re-scored")
 
 

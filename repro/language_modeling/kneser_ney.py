@@ -197,16 +197,21 @@ class KneserNeyLanguageModel:
         positions = np.arange(len(ids), dtype=np.int64)  # history[0] plays the sentence start
         return float(self._log_probs(ids, positions, predicted=np.array([len(ids) - 1]))[0])
 
+    def word_log_probs(self, sentences: Iterable[Sequence[str]]) -> np.ndarray:
+        """The natural-log probability of every predicted token of ``sentences``, in text order: each
+        word, then the sentence's ``</s>``."""
+        self._require_fitted()
+        tokens, positions = self._encode(list(sentences), add_new_words=False)
+        predicted = np.flatnonzero(positions >= 1)
+        self._announce_if_long("scoring", len(predicted))
+        return self._log_probs(tokens, positions, predicted)
+
     def score(self, sentences: Iterable[Sequence[str]]) -> tuple[float, int]:
         """(negative log-likelihood in nats, predicted tokens) over ``sentences``.
 
         Every word and every sentence's ``</s>`` is predicted, so tokens = words + sentences.
         """
-        self._require_fitted()
-        tokens, positions = self._encode(list(sentences), add_new_words=False)
-        predicted = np.flatnonzero(positions >= 1)
-        self._announce_if_long("scoring", len(predicted))
-        log_probs = self._log_probs(tokens, positions, predicted)
+        log_probs = self.word_log_probs(sentences)
         # math.fsum keeps the total exact to the last bit however long the text is.
         return -math.fsum(log_probs.tolist()), len(log_probs)
 

@@ -133,6 +133,22 @@ class LanguageModelModule(L.LightningModule):
             outputs["test/ppl_dynamic"] = self.sentence_log_probs("test_dynamic")
         return {"kind": "sentence_log_probs", "outputs": outputs}
 
+    @torch.no_grad()
+    def word_log_probs(self, loader) -> torch.Tensor:
+        """The log-probability (natural log, float64) of every word ``loader``'s text scores, in text
+        order, from the static network as it is now: what a combination with another model reads."""
+        was_training = self.training
+        self.eval()
+        state, scores = None, []
+        for words, targets in loader:
+            words, targets = words.to(self.device), targets.to(self.device)
+            if state is None:
+                state = self.initial_state(words.shape[0], words.device)
+            log_prob, keep, state = self.stream_log_prob(self.network, words, targets, state)
+            scores.append(log_prob.flatten()[keep.flatten()].double().cpu())
+        self.train(was_training)
+        return torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
+
     def _perplexity(self, name: str) -> float:
         value = float(self.perplexity[name].compute())
         self.perplexity[name].reset()

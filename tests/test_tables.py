@@ -1,6 +1,7 @@
 """Results that trace back to the code that made them, and tables that are current."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -173,3 +174,28 @@ def test_overview_shows_a_lowercased_runs_bleu_on_other_data_never_with_a_differ
     forward_line = next(line for line in tables.overview([entry], {"sutskever2014": runs}, {}).splitlines()
                         if "26.17 (single forward" in line)
     assert "| 12.0 | not comparable (other data) |" in forward_line
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="no `java` on PATH")
+def test_a_kept_meteor_scores_as_a_new_one(monkeypatch):
+    """`table --check` re-scores every record with one METEOR JVM per worker; scores after other calls
+    equal a fresh JVM's, and a JVM that died is replaced."""
+    from repro.app.tables import _one_meteor_per_worker
+    from repro.metrics import captions
+
+    references = {1: ["a brown dog runs across the green grass", "a dog running on grass"],
+                  2: ["two children swim in the blue water", "kids swimming"]}
+    first, other = {1: "a dog runs on grass", 2: "children swim in water"}, {1: "a cat sleeps", 2: "kids in the water"}
+    fresh = captions.score_captions(first, references, use_java=True)["meteor"]
+    monkeypatch.setattr(captions, "_meteor_or_reason", captions._meteor_or_reason)  # restored after the test
+    _one_meteor_per_worker()
+    assert captions.score_captions(first, references, use_java=True)["meteor"] == fresh
+    kept = captions._meteor_or_reason(True)[0]
+    captions.score_captions(other, references, use_java=True)
+    assert captions._meteor_or_reason(True)[0] is kept  # the same JVM, not a new one
+    assert captions.score_captions(first, references, use_java=True)["meteor"] == fresh and 0 < fresh < 100
+    kept.meteor_p.kill()
+    kept.meteor_p.wait()
+    assert captions.score_captions(first, references, use_java=True)["meteor"] == fresh
+    assert captions._meteor_or_reason(True)[0] is not kept

@@ -1,6 +1,8 @@
 """CI's proof that HEAD still trains as the committed records' runs did: ``repro verify`` replays the
-first training steps of every embedded-sample record in ``results/runs`` (and of one real-data record,
-where the data is present) and compares the losses with the record's.
+first training steps of each embedded-sample row of the results pages (its latest record: the seeds of
+a row run the same code and config, so one replay per row finds a change; ``table --check`` checks every
+record's code fingerprint) and of one real-data record, where the data is present, and compares the
+losses with the record's.
 
 The tests run with one thread (conftest), the records' runs with the machine's, so the comparison is
 the cross-environment one (relative 1e-3, see ``repro.app.verify``): a change of code or config moves
@@ -14,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from repro.app.cli import main
+from repro.app.records import load_records
+from repro.app.rows import rows_of
+from repro.registry import all_papers
 from tests.conftest import SHARED_DATA
 
 STEPS = 5  # of the 20 a record keeps: a change of code or config shows from the first step; CI time is tight
@@ -21,12 +26,15 @@ RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
 
 
 def verifiable(real: bool) -> list[Path]:
+    """The latest record of each row that the pages show, where it keeps its first losses."""
+    records = load_records(RUNS)
     found = []
-    for path in sorted(RUNS.glob("*.json")):
-        record = json.loads(path.read_text())
-        if record.get("first_losses") and (record.get("data_source") == "real") == real:
-            found.append(path)
-    return found
+    for entry in all_papers():
+        for row in rows_of(entry, [record for record in records if record["paper"] == entry.name]):
+            latest = row.records[-1]
+            if latest.get("first_losses") and (latest.get("data_source") == "real") == real:
+                found.append(Path(latest["_path"]))
+    return sorted(found)
 
 
 @pytest.mark.slow

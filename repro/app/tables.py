@@ -374,9 +374,27 @@ def _rescore_one(path: Path, data_dir: str | None) -> str | None:
     return f"{path.name}: re-scored from its predictions, {', '.join(differing)} differ from the record" if differing else None
 
 
+def _one_meteor_per_worker() -> None:
+    """In a re-scoring worker, one METEOR JVM for all the systems it scores. ``score_captions`` starts
+    one per call, and METEOR spends about 10 s of CPU loading its paraphrase tables, most of what
+    re-scoring a caption record costs. Each EVAL line carries its own statistics, so a kept METEOR scores
+    exactly as a new one (tests/test_tables.py). Only this check's worker processes are changed."""
+    from repro.metrics import captions
+
+    start, kept = captions._meteor_or_reason, {}
+
+    def reuse(use_java: bool):
+        meteor = kept.get(use_java)
+        if meteor is None or meteor[0] is None or meteor[0].meteor_p.poll() is not None:
+            meteor = kept[use_java] = start(use_java)
+        return meteor
+
+    captions._meteor_or_reason = reuse
+
+
 def rescore_problems(records: list[dict], data_dir: str | None) -> list[str]:
-    """Every record with a predictions file, re-scored (in parallel: METEOR and the PTB tokenizer start a
-    JVM each time): a metric that differs is a problem. A real-data record whose dataset is not under the
+    """Every record with a predictions file, re-scored (in parallel worker processes, each keeping one
+    METEOR JVM): a metric that differs is a problem. A real-data record whose dataset is not under the
     data root is skipped, and said so."""
     paths = []
     for record in records:
@@ -390,7 +408,7 @@ def rescore_problems(records: list[dict], data_dir: str | None) -> list[str]:
         paths.append(path)
     if len(paths) < 2:
         return [problem for problem in (_rescore_one(path, data_dir) for path in paths) if problem]
-    with ProcessPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+    with ProcessPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1), initializer=_one_meteor_per_worker) as pool:
         return [problem for problem in pool.map(_rescore_one, paths, [data_dir] * len(paths)) if problem]
 
 

@@ -35,6 +35,7 @@ from repro.app.staleness import stale_reason
 from repro.config import config_to_dict, resolve_config
 from repro.errors import UserError
 from repro.files import write_atomic
+from repro.metrics import captions
 from repro.registry import PaperEntry, all_papers
 
 
@@ -379,8 +380,6 @@ def _one_meteor_per_worker() -> None:
     one per call, and METEOR spends about 10 s of CPU loading its paraphrase tables, most of what
     re-scoring a caption record costs. Each EVAL line carries its own statistics, so a kept METEOR scores
     exactly as a new one (tests/test_tables.py). Only this check's worker processes are changed."""
-    from repro.metrics import captions
-
     start, kept = captions._meteor_or_reason, {}
 
     def reuse(use_java: bool):

@@ -125,7 +125,10 @@ def assert_same_metrics(expected: dict, actual: dict, keys, rel: float = RELATIV
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("paper", list(EQUIVALENCE_CASES))
+# vinyals2014's case is left out of CI (marker full) for its 20 minutes: xu2015's covers the same
+# captioning module and datamodule over two processes, with hard attention's extra state besides
+@pytest.mark.parametrize("paper", [pytest.param(paper, marks=pytest.mark.full) if paper == "vinyals2014" else paper
+                                   for paper in EQUIVALENCE_CASES])
 def test_two_processes_train_and_evaluate_like_one(paper, reference_runs, tmp_path):
     if paper != "mikolov2010":
         from repro.registry import get_paper

@@ -14,7 +14,13 @@ import pytest
 from repro.app.cli import main
 from repro.registry import SAMPLE_PRESET, all_papers
 
-BUILT = [entry.name for entry in all_papers() if entry.built]
+# xu2015's and venugopalan2014's no-flag runs are the longest (2-4 minutes even at one epoch); CI leaves
+# them out (marker full) for its 20 minutes: tests/test_verify_results.py replays their sample rows' no-flag
+# commands at HEAD, and their smoke runs (tests/test_xu2015.py, tests/test_venugopalan2014.py) evaluate
+# and write records
+LONGEST = ("xu2015", "venugopalan2014")
+BUILT = [pytest.param(entry.name, marks=pytest.mark.full) if entry.name in LONGEST else entry.name
+         for entry in all_papers() if entry.built]
 
 
 def test_the_network_is_really_cut(offline):

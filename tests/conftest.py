@@ -60,9 +60,21 @@ def shared_cache_dir() -> Path:
     return Path(os.environ["REPRO_TEST_SHARED_CACHE"])
 
 
+def score_without_java(patch: pytest.MonkeyPatch) -> None:
+    """Captions scored as when no ``java`` is installed: the Python PTB tokenizer, no METEOR.
+
+    For the default test run's captioning runs: a METEOR JVM spends about 10 s of CPU loading its
+    paraphrase tables at each scoring (a smoke run scores the model and its baseline, and a rescore
+    both again), which made up a third of those tests' time. What they check is the same without it.
+    Java scoring itself is tested in tests/test_caption_metrics.py (the tokenizer against Java's, METEOR
+    on Flickr8k), and end to end by the slow runs (tests/test_no_flags.py, the two-process runs).
+    """
+    patch.setattr("repro.metrics.captions._use_java", lambda use_java: bool(use_java))  # None: no Java
+
+
 def sandboxed_run(root: Path, argv: list[str]) -> dict:
     """``repro run ARGV`` with its data root, outputs and records under ``root`` and the session's
-    shared cache; its run record."""
+    shared cache, captions scored without Java (``score_without_java``); its run record."""
     import json
 
     from repro.app.cli import main
@@ -71,6 +83,7 @@ def sandboxed_run(root: Path, argv: list[str]) -> dict:
         patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
+        score_without_java(patch)
         assert main(["run", *argv, "--out", str(root / "out"), "--results", str(root / "results")]) == 0
     [path] = (root / "results" / "runs").glob("*.json")
     return json.loads(path.read_text())

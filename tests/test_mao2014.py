@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_cache_dir
+from conftest import score_without_java, shared_cache_dir
 
 from papers.mao2014 import PRESETS, Mao2014, Mao2014Config, MultimodalRNN, ScaledTanh
 from repro.app.cli import main
@@ -113,6 +113,7 @@ def run_cli(root, results, *arguments) -> dict:
         patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
+        score_without_java(patch)
         assert main(["run", "mao2014", *arguments, "--out", str(root / "out"), "--results", str(results)]) == 0
     [path] = (results / "runs").glob("*.json")
     return json.loads(path.read_text())

@@ -21,6 +21,18 @@ def repro(*args: str, env: dict) -> subprocess.CompletedProcess:
                           env={**os.environ, **env, "OMP_NUM_THREADS": "1"})
 
 
+def in_process(monkeypatch, capsys, *args: str, env: dict) -> tuple[int, str, str]:
+    """``python -m repro ARGS`` run in this process (no second start of torch): exit code, stdout, stderr."""
+    from repro.app.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke run through the CLI, shared below: (environment, results root, record)."""
@@ -145,7 +157,7 @@ def test_smoke_run_through_the_cli_writes_a_record(smoke_run):
     assert record["scoring"]["signatures"] == scores["signatures"]  # the record says how it was scored
 
 
-def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):
+def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path, monkeypatch, capsys):
     env, root, record = smoke_run
     checkpoint = record["best_checkpoint"]
     single = repro("translate", "--ckpt", checkpoint, "--beam-size", "1", "the big cat sees a dog .", "a car .", env=env)
@@ -154,23 +166,24 @@ def test_translate_cli_on_the_smoke_checkpoint(smoke_run, tmp_path):
     assert len(lines) == 2
     inputs = tmp_path / "in.txt"
     inputs.write_text("the big cat sees a dog .\na car .\n", encoding="utf-8")
-    ensemble = repro("translate", "--ckpt", checkpoint, "--ckpt", checkpoint, "--beam-size", "1",
-                     "--input", str(inputs), env=env)
-    assert ensemble.returncode == 0, ensemble.stderr[-2000:]
-    assert ensemble.stdout.strip().splitlines() == lines  # an ensemble of one model twice is that model
-    bad = repro("translate", "--ckpt", checkpoint, "--input", str(tmp_path / "missing.txt"), env=env)
-    assert bad.returncode == 2 and "error: --input" in bad.stderr and "Traceback" not in bad.stderr
+    code, out, err = in_process(monkeypatch, capsys, "translate", "--ckpt", checkpoint, "--ckpt", checkpoint,
+                                "--beam-size", "1", "--input", str(inputs), env=env)
+    assert code == 0, err[-2000:]
+    assert out.strip().splitlines() == lines  # an ensemble of one model twice is that model
+    code, out, err = in_process(monkeypatch, capsys, "translate", "--ckpt", checkpoint, "--input",
+                                str(tmp_path / "missing.txt"), env=env)
+    assert code == 2 and "error: --input" in err and "Traceback" not in err
 
 
-def test_translate_warns_of_a_sentence_without_a_known_source_word(smoke_run):
+def test_translate_warns_of_a_sentence_without_a_known_source_word(smoke_run, monkeypatch, capsys):
     env, root, record = smoke_run
-    result = repro("translate", "--ckpt", record["best_checkpoint"], "--beam-size", "1", "the big cat sees a dog .",
-                   "qwzx vvjk", "a car .", env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert len(result.stdout.strip("\n").splitlines()) == 3  # still one line per input
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: input sentence")]
+    code, out, err = in_process(monkeypatch, capsys, "translate", "--ckpt", record["best_checkpoint"], "--beam-size",
+                                "1", "the big cat sees a dog .", "qwzx vvjk", "a car .", env=env)
+    assert code == 0, err[-2000:]
+    assert len(out.strip("\n").splitlines()) == 3  # still one line per input
+    warnings = [line for line in err.splitlines() if line.startswith("warning: input sentence")]
     assert len(warnings) == 1 and warnings[0].startswith("warning: input sentence 2 has no word in the model's "
-                                                         "source vocabulary"), result.stderr[-2000:]
+                                                         "source vocabulary"), err[-2000:]
 
 
 @pytest.mark.filterwarnings("ignore:No artists with labels")  # errorbar is replaced by a recorder
@@ -207,9 +220,9 @@ def test_length_figure_averages_the_seeds_of_the_newest_configuration(tmp_path, 
     assert drawn["forward source, preset cpu-forward (BLEU 14.0, lowercased)"][1:] == ([19.0], None)
 
 
-def test_the_record_can_be_rescored_from_its_predictions(smoke_run):
+def test_the_record_can_be_rescored_from_its_predictions(smoke_run, monkeypatch, capsys):
     env, root, record = smoke_run
     [path] = (root / "results" / "runs").glob("*.json")
-    result = repro("rescore", str(path), env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "test/sacrebleu" in result.stdout and "all equal at float32 precision" in result.stdout
+    code, out, err = in_process(monkeypatch, capsys, "rescore", str(path), env=env)
+    assert code == 0, out + err
+    assert "test/sacrebleu" in out and "all equal at float32 precision" in out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_cache_dir, shared_data
+from conftest import score_without_java, shared_cache_dir, shared_data
 
 from repro.app.cli import main
 
@@ -294,8 +294,9 @@ def write_small_msvd(root: Path) -> Path:
     return root
 
 
-def test_language_only_trains_on_msvd_captions_without_any_video(tmp_path, capsys):
+def test_language_only_trains_on_msvd_captions_without_any_video(tmp_path, capsys, monkeypatch):
     root = write_small_msvd(tmp_path / "data")
+    score_without_java(monkeypatch)
     assert main(["run", "venugopalan2014", *SMOKE, "--data", "msvd", "--data-dir", str(root), "--set", "visual_input=none",
                  "--set", "min_word_count=1", "--set", "batch_size=8", "--max-epochs", "1", "--out", str(tmp_path / "out"),
                  "--results", str(tmp_path / "results")]) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_cache_dir
+from conftest import score_without_java, shared_cache_dir
 
 from papers.vinyals2014 import ShowAndTellNetwork
 from repro.app.cli import main
@@ -54,7 +54,8 @@ def test_consensus_caption_is_the_one_most_like_the_others():
     assert consensus_caption(["only one"]) == 0
 
 
-def test_retrieval_baseline_returns_its_captions_with_its_scores():
+def test_retrieval_baseline_returns_its_captions_with_its_scores(monkeypatch):
+    score_without_java(monkeypatch)
     from pathlib import Path
 
     from repro.captioning.module import EvaluationSet
@@ -142,7 +143,7 @@ def test_fine_tuning_trains_the_encoder_end_to_end(tmp_path):
     assert len(module.configure_optimizers().param_groups) == 2  # the CNN has its own (small) rate
 
 
-def test_the_record_can_be_rescored_from_its_predictions(smoke_run, capsys):
+def test_the_record_can_be_rescored_from_its_predictions(smoke_run, capsys, monkeypatch):
     """The captions of the model and of the baseline, kept beside the record, give its metrics again
     (that a changed output is found is tested once, cheaply, in tests/test_record_checks.py)."""
     import gzip
@@ -152,6 +153,7 @@ def test_the_record_can_be_rescored_from_its_predictions(smoke_run, capsys):
     predictions = path.with_name(path.stem + ".predictions.json.gz")
     kept = json.loads(gzip.decompress(predictions.read_bytes()))
     assert len(kept["outputs"]) == 60 and set(kept["baselines"]) == {"nearest-neighbour"}
+    score_without_java(monkeypatch)  # as the run scored
     assert main(["rescore", str(path)]) == 0
     out = capsys.readouterr().out
     assert "all equal at float32 precision" in out and "test/cider_d@nearest-neighbour" in out

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_cache_dir
+from conftest import score_without_java, shared_cache_dir
 
 from papers.xu2015 import (
     HardAttentionDraws,
@@ -314,6 +314,7 @@ def smoke_run(request, tmp_path_factory):
         patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.delenv("REPRO_RUN_ID", raising=False)
+        score_without_java(patch)
         assert main(["run", "xu2015", *SMOKE, *arguments, "--out", str(root / "out"),
                      "--results", str(root / "results")]) == 0
     [path] = (root / "results" / "runs").glob("*.json")

@@ -29,6 +29,15 @@ graph node per word. Now U and the word layer get row-sparse gradients (only the
 used), one C++ call computes every word's within-class softmax and one its backward (PyTorch's loop
 over classes where no compiler is found, or on a GPU), and the sigmoid recurrence is backpropagated
 by hand. The numbers: results/benchmarks/mikolov2010.json, written by this script (none are typed here).
+
+What bounds the toolkit's shape now (the "anatomy" section of the output): one update of 10 words runs
+a fixed number of PyTorch operators, most of them per word (the recurrence's forward and its hand-written
+backward), and each costs the dispatcher's few microseconds whatever its size. The script counts them with
+torch.profiler (the outermost ``aten::`` calls, each one dispatch from Python or autograd), times the
+cheapest operator this machine can run (an in-place add on one number), and sets their product, the
+dispatch floor, beside the measured time per update and the arithmetic's time at the matmul peak. While
+the floor is most of the update, a faster kernel cannot help: only fewer operators per word can (one
+native call for the whole block's recurrence, forward and backward, as the toolkit's own C loop is).
 """
 
 from __future__ import annotations
@@ -120,6 +129,73 @@ def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: fl
     return best
 
 
+def dispatch_floor_us(calls: int = 20000) -> float:
+    """Microseconds of the cheapest PyTorch operator here (an in-place add on one number): the best of 5."""
+    one = torch.zeros(1)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            one.add_(1)
+        best = min(best, (time.perf_counter() - start) / calls * 1e6)
+    return best
+
+
+def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, peak: float, clip: float | None) -> dict:
+    """Where one update's time goes at ``config``'s shape: operators dispatched, their floor, the arithmetic."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    network = build_network(config, vocabulary)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    state = network.initial_state(stream.shape[0], "cpu")
+    flops = []
+
+    def train_step(step: int) -> None:
+        nonlocal state
+        window = slice(step * config.bptt % (stream.shape[1] - config.bptt - 1), None)
+        words, targets = stream[:, window][:, : config.bptt], stream[:, window][:, 1: config.bptt + 1]
+        log_prob, _, state = network.log_prob(words, targets, state.detach())
+        optimizer.zero_grad()
+        (-log_prob.mean()).backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), clip)
+        optimizer.step()
+        flops.append(model_flops_per_token(network, targets, config.hidden_size) * targets.numel())
+
+    for step in range(3):
+        train_step(step)
+    best = float("inf")
+    for round_ in range(3):  # best of 3, as the throughput rows
+        start = time.perf_counter()
+        for step in range(updates):
+            train_step(step)
+        best = min(best, (time.perf_counter() - start) / updates)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for step in range(updates):
+            train_step(step)
+
+    def outermost(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return False
+            parent = parent.cpu_parent
+        return event.name.startswith("aten::")
+
+    operators = sum(outermost(event) for event in profiler.events()) / updates
+    floor_us = dispatch_floor_us()
+    words = stream.shape[0] * config.bptt
+    arithmetic_ms = sum(flops) / len(flops) / (peak * 1e9) * 1e3
+    dispatch_ms = operators * floor_us / 1e3
+    return {"streams": stream.shape[0], "words_per_update": words, "ms_per_update": round(best * 1e3, 3),
+            "operators_per_update": round(operators, 1), "operators_per_word": round(operators / words, 1),
+            "dispatch_floor_us_per_operator": round(floor_us, 2), "dispatch_floor_ms_per_update": round(dispatch_ms, 3),
+            "arithmetic_ms_at_peak": round(arithmetic_ms, 4),
+            "other_ms_per_update": round(best * 1e3 - dispatch_ms - arithmetic_ms, 3),  # Python, autograd, memory
+            "tokens_per_s_at_dispatch_floor": round(words / (dispatch_ms / 1e3), 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every code path in seconds: for tests, not numbers")
@@ -168,6 +244,12 @@ def main(argv: list[str] | None = None) -> None:
         measure(shape, lambda batch_size: zipf_stream(batch_size, WIKITEXT2_VOCABULARY), wikitext["num_classes"],
                 f"{shape} at {WIKITEXT2_VOCABULARY} words")
 
+    toolkit = {**dataclasses.asdict(Mikolov2010Config()), **PRESETS["toolkit"]}
+    vocabulary, stream, _ = training_stream(toolkit["batch_size"])
+    anatomy = update_anatomy(Mikolov2010Config(**{key: toolkit[key] for key in (
+        "output_layer", "batch_size", "bptt", "hidden_size", "class_assignment", "num_classes")}),
+        vocabulary, stream, 5 if args.quick else 200, peak, toolkit["gradient_clip_val"])
+
     print(f"mikolov2010 training throughput on {data} ({cpu_model()}, {torch.get_num_threads()} threads); "
           f"fp32 matmul peak {peak:.1f} GFLOP/s; hidden {args.hidden_size}")
     print(f"{'data':<10}{'vocabulary':>11}{'output layer':>14}{'streams':>8}{'words':>6}{'tokens/s':>12}"
@@ -180,7 +262,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"class-based speed-up over the full softmax at {shape} (streams x words): {speedup:.1f}x "
               f"(target at the ptb preset's {preset['batch_size']}x{preset['bptt']}: at least 5x)")
 
+    a = anatomy
+    print(f"anatomy of the toolkit preset's update ({a['streams']} stream x {a['words_per_update']} words): "
+          f"{a['ms_per_update']:.2f} ms. The arithmetic at the matmul peak: {a['arithmetic_ms_at_peak']:.3f} ms. "
+          f"{a['operators_per_update']:.0f} operators ({a['operators_per_word']:.0f} a word) at this machine's "
+          f"{a['dispatch_floor_us_per_operator']:.1f} us floor each: {a['dispatch_floor_ms_per_update']:.2f} ms (with these "
+          f"operators no kernel passes {a['tokens_per_s_at_dispatch_floor']:.0f} tokens/s). The rest, "
+          f"{a['other_ms_per_update']:.2f} ms: Python, autograd and memory around the operators")
+
     result = {"benchmark": "mikolov2010-training-throughput", "data": data, "quick": args.quick,
+              "toolkit_update_anatomy": anatomy,
               "matmul_peak_gflops": round(peak, 1), "rows": rows, "class_speedup_by_shape": speedups,
               "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "python": platform.python_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -33,3 +33,18 @@ def test_benchmarks_are_part_of_the_installed_package(tmp_path):
     [wheel] = tmp_path.glob("repro-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"benchmarks/{name}.py" for name in BENCHMARKS} <= names and "benchmarks/__init__.py" in names
+
+
+def test_the_toolkit_update_is_taken_apart(tmp_path):
+    """mikolov2010's benchmark says what bounds the toolkit's one-stream update: its operators, counted."""
+    from benchmarks.mikolov2010 import main as bench
+
+    bench(["--quick", "--shapes", "1x10", "--wikitext-shapes", "--out", str(tmp_path)])
+    anatomy = json.loads((tmp_path / "mikolov2010.json").read_text())["toolkit_update_anatomy"]
+    assert anatomy["streams"] == 1 and anatomy["words_per_update"] == 10
+    # the recurrence runs operators for every word, forward and backward: far more than one per word
+    assert anatomy["operators_per_word"] > 5 and anatomy["operators_per_update"] == pytest.approx(
+        10 * anatomy["operators_per_word"], abs=0.5)
+    assert 0 < anatomy["dispatch_floor_us_per_operator"] < 1000 and 0 < anatomy["arithmetic_ms_at_peak"]
+    assert anatomy["dispatch_floor_ms_per_update"] == pytest.approx(
+        anatomy["operators_per_update"] * anatomy["dispatch_floor_us_per_operator"] / 1e3, rel=0.01)

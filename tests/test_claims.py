@@ -42,3 +42,23 @@ def test_a_claim_without_runs_on_both_sides_is_not_tested_and_the_overview_count
     entry = get_paper("xu2015")
     lines, counts = claims_section(entry, {})
     assert counts == {"not tested": len(entry.claims)} and any("**not tested**" in line for line in lines)
+
+
+def test_an_unpaired_claim_compares_systems_trained_alike():
+    """A soft-attention row without the time cap is judged against Show and Tell without it, and the capped
+    rows against each other, not the best-seeded row of one regime against the other's."""
+    uncapped = {"max_time_minutes": None}
+    soft = [record("xu2015", s, {"test/bleu_4": 17 + s / 10}, attention="soft") for s in (1, 2, 3)]
+    nic = [record("vinyals2014", s, {"test/bleu_4": 15 + s / 10}) for s in (1, 2, 3)]
+    soft_uncapped = [record("xu2015", s, {"test/bleu_4": 14 + s / 10}, attention="soft", **uncapped)
+                     for s in (1, 2, 3, 4, 5)]
+    nic_uncapped = [record("vinyals2014", s, {"test/bleu_4": 16 + s / 10}, **uncapped) for s in (1, 2, 3, 4, 5)]
+    entry = get_paper("xu2015")
+    by_paper = {"xu2015": soft + soft_uncapped, "vinyals2014": nic + nic_uncapped}
+    judgements = judge(entry.claims[0], entry, by_paper)
+    assert [j.verdict for j in judgements] == ["holds here", "contradicted here"]
+    assert "max_time_minutes=None" not in judgements[0].evidence and "(5 runs)" in judgements[1].evidence
+    assert judgements[1].evidence.count("max_time_minutes=None") == 2
+    # a regime only one side has is not compared with the other side's other regime while a pair matches
+    assert [j.verdict for j in judge(entry.claims[0], entry, {"xu2015": soft + soft_uncapped, "vinyals2014": nic})] \
+        == ["holds here"]

@@ -4,8 +4,11 @@ a claim, on every dataset where both sides have runs, with its seeds and spread,
 A side is one configuration (a table row: its runs, one per seed), never several configurations pooled.
 When both sides come from the same runs (a model and the baseline each run scores beside it, or a
 model's static and dynamic perplexity), each configuration is judged, paired: the spread is that of the
-per-run differences. Otherwise, on each dataset, the configuration of each side with the most runs is
-compared, Welch-style: the standard error of a difference of two means.
+per-run differences. Otherwise like is compared with like, Welch-style (the standard error of a difference
+of two means): on each dataset, each pair of configurations that depart from their presets in the same
+way (both as their presets are, or both with the same ``--set``, such as a time cap lifted) is judged,
+since two systems trained differently say little about each other; where no pair matches, the
+configuration of each side with the most runs.
 
 Verdicts:
 - **holds here**: at least 3 runs a side, and the difference favours the claim by more than twice its
@@ -37,8 +40,9 @@ class Judgement:
     real: bool = False  # judged on real data (else on an embedded sample)
 
 
-def _rows(side: Side, entry: PaperEntry, by_paper: dict[str, list[dict]]) -> dict[str, list[tuple[str, list[dict]]]]:
-    """dataset -> the rows (one configuration each: its runs, one per seed) this side takes, with a label."""
+def _rows(side: Side, entry: PaperEntry, by_paper: dict[str, list[dict]]) -> dict[str, list[tuple[str, list[dict], str]]]:
+    """dataset -> the rows (one configuration each: its runs, one per seed) this side takes, with a label and
+    how the row departs from its preset."""
     paper = get_paper(side.paper) if side.paper else entry
     found: dict[str, list[tuple[str, list[dict]]]] = {}
     for row in rows_of(paper, by_paper.get(paper.name, [])):
@@ -49,7 +53,7 @@ def _rows(side: Side, entry: PaperEntry, by_paper: dict[str, list[dict]]) -> dic
             else (record.get("config") or {}).get(key) == value for key, value in side.config)]
         if records:
             label = f"preset `{row.preset}`" + (f" `{row.differences}`" if row.differences else "")
-            found.setdefault(row.dataset, []).append((label, records))
+            found.setdefault(row.dataset, []).append((label, records, row.differences))
     return found
 
 
@@ -59,9 +63,9 @@ def _summary(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} ({len(values)} runs)"
 
 
-def _compare(claim: Claim, entry: PaperEntry, dataset: str, better: tuple[str, list[dict]],
-             worse: tuple[str, list[dict]]) -> Judgement:
-    (b_label, b_records), (w_label, w_records) = better, worse
+def _compare(claim: Claim, entry: PaperEntry, dataset: str, better: tuple[str, list[dict], str],
+             worse: tuple[str, list[dict], str]) -> Judgement:
+    (b_label, b_records, _), (w_label, w_records, _) = better, worse
     b = [r["metrics"][claim.better.metric] for r in b_records]
     w = [r["metrics"][claim.worse.metric] for r in w_records]
     sign = -1 if "ppl" in claim.better.metric else 1  # lower is better for a perplexity
@@ -95,14 +99,18 @@ def _compare(claim: Claim, entry: PaperEntry, dataset: str, better: tuple[str, l
 
 def judge(claim: Claim, entry: PaperEntry, by_paper: dict[str, list[dict]]) -> list[Judgement]:
     """One judgement per configuration where both sides come from the same runs (a model and its baseline);
-    otherwise one per dataset, between each side's configuration with the most runs."""
+    otherwise one per pair of configurations that depart from their presets alike, or where none do, one
+    per dataset between each side's configuration with the most runs."""
     better_rows, worse_rows = _rows(claim.better, entry, by_paper), _rows(claim.worse, entry, by_paper)
     judgements = []
     for dataset in sorted(set(better_rows) & set(worse_rows)):
         same_runs = [(row, row) for row in better_rows[dataset] for other in worse_rows[dataset]
                      if [r["_path"] for r in row[1]] == [r["_path"] for r in other[1]]]
+        alike = [(row, other) for row in better_rows[dataset] for other in worse_rows[dataset] if row[2] == other[2]]
         if same_runs:
             judgements += [_compare(claim, entry, dataset, b, w) for b, w in same_runs]
+        elif alike:
+            judgements += [_compare(claim, entry, dataset, b, w) for b, w in alike]
         else:
             most = lambda rows: max(rows, key=lambda row: len(row[1]))  # noqa: E731
             judgements.append(_compare(claim, entry, dataset, most(better_rows[dataset]), most(worse_rows[dataset])))

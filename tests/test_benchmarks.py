@@ -40,7 +40,9 @@ def test_the_toolkit_update_is_taken_apart(tmp_path):
     from benchmarks.mikolov2010 import main as bench
 
     bench(["--quick", "--shapes", "1x10", "--wikitext-shapes", "--out", str(tmp_path)])
-    anatomy = json.loads((tmp_path / "mikolov2010.json").read_text())["toolkit_update_anatomy"]
+    anatomies = json.loads((tmp_path / "mikolov2010.json").read_text())["update_anatomy"]
+    anatomy = anatomies["toolkit"]
+    assert anatomies["ptb"]["streams"] > 1 and anatomies["ptb"]["operators_per_update"] > 0
     assert anatomy["streams"] == 1 and anatomy["words_per_update"] == 10
     # the recurrence runs operators for every word, forward and backward: far more than one per word
     assert anatomy["operators_per_word"] > 5 and anatomy["operators_per_update"] == pytest.approx(

@@ -97,14 +97,14 @@ def model_flops_per_token(network, targets: torch.Tensor, hidden: int) -> float:
     return 3 * 2 * (recurrence + output_cost)
 
 
-def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: float, rounds: int = 5,
-                      warm_up: int = 3, clip: float | None = 1.0) -> tuple[float, float]:
-    """Best of ``rounds`` timed rounds of ``seconds / rounds`` each, after ``warm_up`` untimed steps."""
+def training_step(config: Mikolov2010Config, vocabulary, stream, clip: float | None):
+    """One update per call over ``stream`` (forward, backward, clipping, SGD), as the presets train; each call
+    returns the words it trained on and the model's FLOPs for them."""
     torch.manual_seed(0)
     network = build_network(config, vocabulary)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     state = network.initial_state(stream.shape[0], "cpu")
-    step, best = 0, (0.0, 0.0)
+    step = 0
 
     def train_step() -> tuple[int, float]:
         nonlocal state, step
@@ -120,6 +120,14 @@ def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: fl
         step += 1
         return targets.numel(), model_flops_per_token(network, targets, config.hidden_size) * targets.numel()
 
+    return train_step
+
+
+def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: float, rounds: int = 5,
+                      warm_up: int = 3, clip: float | None = 1.0) -> tuple[float, float]:
+    """Best of ``rounds`` timed rounds of ``seconds / rounds`` each, after ``warm_up`` untimed steps."""
+    train_step = training_step(config, vocabulary, stream, clip)
+    best = (0.0, 0.0)
     for _ in range(warm_up):
         train_step()
     for _ in range(rounds):
@@ -148,35 +156,19 @@ def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, 
     """Where one update's time goes at ``config``'s shape: operators dispatched, their floor, the arithmetic."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    network = build_network(config, vocabulary)
-    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
-    state = network.initial_state(stream.shape[0], "cpu")
+    train_step = training_step(config, vocabulary, stream, clip)
     flops = []
-
-    def train_step(step: int) -> None:
-        nonlocal state
-        window = slice(step * config.bptt % (stream.shape[1] - config.bptt - 1), None)
-        words, targets = stream[:, window][:, : config.bptt], stream[:, window][:, 1: config.bptt + 1]
-        log_prob, _, state = network.log_prob(words, targets, state.detach())
-        optimizer.zero_grad()
-        (-log_prob.mean()).backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), clip)
-        optimizer.step()
-        flops.append(model_flops_per_token(network, targets, config.hidden_size) * targets.numel())
-
-    for step in range(3):
-        train_step(step)
+    for _ in range(3):
+        train_step()
     best = float("inf")
-    for round_ in range(3):  # best of 3, as the throughput rows
+    for _ in range(3):  # best of 3, as the throughput rows
         start = time.perf_counter()
-        for step in range(updates):
-            train_step(step)
+        for _ in range(updates):
+            flops.append(train_step()[1])
         best = min(best, (time.perf_counter() - start) / updates)
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        for step in range(updates):
-            train_step(step)
+        for _ in range(updates):
+            train_step()
 
     def outermost(event) -> bool:
         parent = event.cpu_parent

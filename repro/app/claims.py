@@ -44,7 +44,7 @@ def _rows(side: Side, entry: PaperEntry, by_paper: dict[str, list[dict]]) -> dic
     """dataset -> the rows (one configuration each: its runs, one per seed) this side takes, with a label and
     how the row departs from its preset."""
     paper = get_paper(side.paper) if side.paper else entry
-    found: dict[str, list[tuple[str, list[dict]]]] = {}
+    found: dict[str, list[tuple[str, list[dict], str]]] = {}
     for row in rows_of(paper, by_paper.get(paper.name, [])):
         if row.preset == "human-agreement" or (side.presets and row.preset not in side.presets):
             continue

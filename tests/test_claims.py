@@ -62,3 +62,26 @@ def test_an_unpaired_claim_compares_systems_trained_alike():
     # a regime only one side has is not compared with the other side's other regime while a pair matches
     assert [j.verdict for j in judge(entry.claims[0], entry, {"xu2015": soft + soft_uncapped, "vinyals2014": nic})] \
         == ["holds here"]
+
+
+def test_the_claims_figure_plots_every_run_a_verdict_rests_on(tmp_path, monkeypatch):
+    """One panel per comparison with at least 2 runs a side, whose dots are the runs' own values and whose
+    title carries the verdict; a redraw is the same figure (its digest), and no comparison, no figure."""
+    import repro.app.figures as figures
+
+    soft = [record("xu2015", s, {"test/bleu_4": 17 + s / 10}, attention="soft") for s in (1, 2, 3)]
+    nic = [record("vinyals2014", s, {"test/bleu_4": 15 + s / 10}) for s in (1, 2)]
+    hard = [record("xu2015", 1, {"test/bleu_4": 16.0}, preset="cpu-hard", attention="hard")]  # 1 run: no panel
+    entry, by_paper = get_paper("xu2015"), {"xu2015": soft + hard, "vinyals2014": nic}
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda figure, path: drawn.append(figure) or save(figure, path))
+    path = figures.claims_figure(entry, by_paper, tmp_path / "xu2015_claims.png")
+    panels = [axis for axis in drawn[0].get_axes() if axis.get_lines()]
+    assert len(panels) == 1 and "not shown at this scale" in panels[0].get_title()
+    plotted = sorted(float(y) for line in panels[0].get_lines() if line.get_label().startswith("_runs")
+                     for y in line.get_ydata())
+    assert plotted == sorted([17.1, 17.2, 17.3, 15.1, 15.2])
+    again = figures.claims_figure(entry, by_paper, tmp_path / "again.png")
+    assert figures.stored_digest(path) == figures.stored_digest(again) is not None
+    assert figures.claims_figure(entry, {"xu2015": hard, "vinyals2014": nic}, tmp_path / "none.png") is None

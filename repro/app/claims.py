@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from repro.app.rows import rows_of
 from repro.registry import Claim, PaperEntry, Side, get_paper
@@ -38,6 +38,17 @@ class Judgement:
     verdict: str  # "holds here", "contradicted here", "not shown at this scale", "not tested"
     evidence: str
     real: bool = False  # judged on real data (else on an embedded sample)
+    # what the verdict was drawn from (empty when not tested): each side's name, its row's preset and how
+    # that row departs from it, its per-run values (in the same runs' order when paired), and the difference
+    # in the claim's favour with its standard error
+    labels: tuple[str, str] = ("", "")
+    presets: tuple[str, str] = ("", "")
+    departures: tuple[str, str] = ("", "")
+    better: list[float] = field(default_factory=list)
+    worse: list[float] = field(default_factory=list)
+    paired: bool = False
+    difference: float = math.nan
+    error: float = math.inf
 
 
 def _rows(side: Side, entry: PaperEntry, by_paper: dict[str, list[dict]]) -> dict[str, list[tuple[str, list[dict], str]]]:
@@ -65,7 +76,7 @@ def _summary(values: list[float]) -> str:
 
 def _compare(claim: Claim, entry: PaperEntry, dataset: str, better: tuple[str, list[dict], str],
              worse: tuple[str, list[dict], str]) -> Judgement:
-    (b_label, b_records, _), (w_label, w_records, _) = better, worse
+    (b_label, b_records, b_departures), (w_label, w_records, w_departures) = better, worse
     b = [r["metrics"][claim.better.metric] for r in b_records]
     w = [r["metrics"][claim.worse.metric] for r in w_records]
     sign = -1 if "ppl" in claim.better.metric else 1  # lower is better for a perplexity
@@ -94,7 +105,10 @@ def _compare(claim: Claim, entry: PaperEntry, dataset: str, better: tuple[str, l
     evidence = (f"{b_label + ': ' if paired else ''}{sides}; difference in the claim's favour {difference:+.1f}"
                 f"{shown_error}: {why}")
     real = all(r.get("data_source") == "real" for r in b_records + w_records)
-    return Judgement(claim, dataset, verdict, evidence, real)
+    return Judgement(claim, dataset, verdict, evidence, real,
+                     (claim.better.describe(entry.name), claim.worse.describe(entry.name)),
+                     (b_records[0]["preset"], w_records[0]["preset"]), (b_departures, w_departures),
+                     b, w, paired, difference, error)
 
 
 def judge(claim: Claim, entry: PaperEntry, by_paper: dict[str, list[dict]]) -> list[Judgement]:

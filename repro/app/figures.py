@@ -22,6 +22,7 @@ from torchvision import transforms as T  # noqa: E402
 
 from datamodules.captioning.captions import caption_dataset_spec  # noqa: E402
 from datamodules.catalog import resolve_data_dir  # noqa: E402
+from repro.app.claims import judge  # noqa: E402
 from repro.app.rows import differences_from_preset, rows_of  # noqa: E402
 from repro.captioning.image_encoders import encoder_geometry  # noqa: E402
 from repro.captioning.images import load_image  # noqa: E402
@@ -360,6 +361,54 @@ def history_figure(entry: PaperEntry, records: list[dict], path: Path) -> Path |
     figure.tight_layout()
     return save_figure(figure, path)
 
+
+
+def claims_figure(entry: PaperEntry, by_paper: dict[str, list[dict]], path: Path) -> Path | None:
+    """Each judged comparison of the paper's claims (``repro.app.claims``) with at least 2 runs a side, run by
+    run: one dot per run on each side (a grey line joins a run's two values where both sides come from the
+    same runs), each side's mean as a bar, and the verdict with the difference and its standard error, so
+    the spread a verdict rests on is seen, not only read."""
+    judgements = [j for claim in entry.claims for j in judge(claim, entry, by_paper)
+                  if min(len(j.better), len(j.worse)) >= 2]
+    if not judgements:
+        return None
+    columns = min(3, len(judgements))
+    rows = -(-len(judgements) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.4 * rows), squeeze=False)
+    for axis in axes.flat[len(judgements):]:
+        axis.axis("off")
+    for axis, judgement in zip(axes.flat, judgements):
+        sides = (judgement.better, judgement.worse)
+        # runs spread across each side's slot in a fixed order, so the figure is the same on every redraw
+        xs = [[side + 0.24 * (k / max(len(values) - 1, 1) - 0.5) for k in range(len(values))]
+              for side, values in enumerate(sides)]
+        if judgement.paired:
+            for k in range(len(judgement.better)):
+                axis.plot([xs[0][k], xs[1][k]], [judgement.better[k], judgement.worse[k]], color="0.8", zorder=1,
+                          label="_same run")
+        for side, (values, colour) in enumerate(zip(sides, ("tab:blue", "tab:orange"))):
+            axis.plot(xs[side], values, "o", color=colour, zorder=2, label=f"_runs {side}")
+            mean = statistics.mean(values)
+            axis.plot([side - 0.2, side + 0.2], [mean, mean], color="black", linewidth=2, label=f"_mean {side}")
+        same_row = judgement.paired or judgement.presets[0] == judgement.presets[1]
+        axis.set_xticks([0, 1])
+        axis.set_xticklabels([textwrap.fill(name if same_row else f"{name} (preset {preset})", 28)
+                              for name, preset in zip(judgement.labels, judgement.presets)], fontsize=7)
+        axis.set_xlim(-0.6, 1.6)
+        metrics = {judgement.claim.better.metric, judgement.claim.worse.metric}
+        axis.set_ylabel(" / ".join(sorted(metrics)), fontsize=8)
+        # the rows compared: one preset, or each side's; and how both depart from their presets (alike, unless
+        # no pair of rows matched: then each side's)
+        which = f"preset {judgement.presets[0]}" if same_row else ""
+        departures = set(judgement.departures) - {""}
+        which += (", " if which and departures else "") + " / ".join(sorted(departures))
+        error = "" if np.isinf(judgement.error) else f" ± {judgement.error:.1f}"
+        axis.set_title(textwrap.fill(judgement.claim.statement, 50) + f"\n{judgement.dataset}: "
+                       + textwrap.fill(which, 60) + f"\n{judgement.verdict}: {judgement.difference:+.1f}{error} in "
+                       f"its favour ({min(len(judgement.better), len(judgement.worse))} runs a side)", fontsize=8)
+    figure.suptitle(f"{entry.name}: the claims' comparisons, one dot per run, bars at the means", fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
 
 
 def caption_files_figure(module, paths: list[Path], captions: list[str], out: Path) -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from datamodules.catalog import get_dataset, resolve_data_dir
 from repro.app.claims import claims_section, count_text
-from repro.app.figures import FIGURES, LOCAL_FIGURES, history_figure, stored_digest
+from repro.app.figures import FIGURES, LOCAL_FIGURES, claims_figure, history_figure, stored_digest
 from repro.app.records import load_records, predictions_path, tested_versions, trace_problem
 from repro.app.rescore import rescore
 from repro.app.rows import Row, portable, rows_of
@@ -103,7 +103,7 @@ def _columns(entry: PaperEntry, rows: list[Row], published: bool) -> list[str]:
 
 
 def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str | None],
-                by_paper: dict[str, list[dict]] | None = None) -> str:
+                by_paper: dict[str, list[dict]] | None = None, claims_figure: Path | None = None) -> str:
     rows = rows_of(entry, records)
     real, sample = [row for row in rows if row.real], [row for row in rows if not row.real]
     lines = [f"# {entry.name}: {entry.title}", "", f"{entry.citation}. Task: {entry.task}.", "",
@@ -118,6 +118,8 @@ def paper_table(entry: PaperEntry, records: list[dict], problems: dict[str, str 
              "where it has several seeds). `python -m repro verify RECORD` replays a record's first training steps "
              "and compares the losses.", ""]
     lines += claims_section(entry, by_paper if by_paper is not None else {entry.name: records})[0]
+    if claims_figure is not None:
+        lines += [f"![the claims' comparisons, one dot per run]({claims_figure.name})", ""]
     tail = ["epochs", "wall time", "date", "commit", "records"]
     columns = _columns(entry, real, published=True)
     lines += ["## The paper's numbers and this suite's on real data", "",
@@ -347,7 +349,10 @@ def _write(results_dir: Path, out: Path, records: list[dict], problems: dict[str
     written = []
     for entry in all_papers():
         table_path = out / f"{entry.name}.md"
-        text = paper_table(entry, by_paper[entry.name], problems, by_paper)
+        claims = claims_figure(entry, by_paper, out / f"{entry.name}_claims.png")
+        text = paper_table(entry, by_paper[entry.name], problems, by_paper, claims)
+        if claims is not None:
+            written.append(claims)
         figure = history_figure(entry, by_paper[entry.name], out / f"{entry.name}_validation.png")
         if figure is not None:
             text += f"\n![{entry.monitor[0]} per epoch]({figure.name})\n"

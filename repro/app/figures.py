@@ -403,8 +403,8 @@ def claims_figure(entry: PaperEntry, by_paper: dict[str, list[dict]], path: Path
         departures = set(judgement.departures) - {""}
         which += (", " if which and departures else "") + " / ".join(sorted(departures))
         error = "" if np.isinf(judgement.error) else f" ± {judgement.error:.1f}"
-        axis.set_title(textwrap.fill(judgement.claim.statement, 50) + f"\n{judgement.dataset}: "
-                       + textwrap.fill(which, 60) + f"\n{judgement.verdict}: {judgement.difference:+.1f}{error} in "
+        axis.set_title(textwrap.fill(judgement.claim.statement, 50) + f"\n{judgement.dataset}"
+                       + (f": {textwrap.fill(which, 60)}" if which else "") + f"\n{judgement.verdict}: {judgement.difference:+.1f}{error} in "
                        f"its favour ({min(len(judgement.better), len(judgement.worse))} runs a side)", fontsize=8)
     figure.suptitle(f"{entry.name}: the claims' comparisons, one dot per run, bars at the means", fontsize=10)
     figure.tight_layout()

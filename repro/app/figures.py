@@ -362,7 +362,6 @@ def history_figure(entry: PaperEntry, records: list[dict], path: Path) -> Path |
     return save_figure(figure, path)
 
 
-
 def claims_figure(entry: PaperEntry, by_paper: dict[str, list[dict]], path: Path) -> Path | None:
     """Each judged comparison of the paper's claims (``repro.app.claims``) with at least 2 runs a side, run by
     run: one dot per run on each side (a grey line joins a run's two values where both sides come from the
@@ -403,9 +402,10 @@ def claims_figure(entry: PaperEntry, by_paper: dict[str, list[dict]], path: Path
         departures = set(judgement.departures) - {""}
         which += (", " if which and departures else "") + " / ".join(sorted(departures))
         error = "" if np.isinf(judgement.error) else f" ± {judgement.error:.1f}"
-        axis.set_title(textwrap.fill(judgement.claim.statement, 50) + f"\n{judgement.dataset}"
-                       + (f": {textwrap.fill(which, 60)}" if which else "") + f"\n{judgement.verdict}: {judgement.difference:+.1f}{error} in "
-                       f"its favour ({min(len(judgement.better), len(judgement.worse))} runs a side)", fontsize=8)
+        runs = min(len(judgement.better), len(judgement.worse))
+        where = judgement.dataset + (f": {textwrap.fill(which, 60)}" if which else "")
+        verdict = f"{judgement.verdict}: {judgement.difference:+.1f}{error} in its favour ({runs} runs a side)"
+        axis.set_title(f"{textwrap.fill(judgement.claim.statement, 50)}\n{where}\n{verdict}", fontsize=8)
     figure.suptitle(f"{entry.name}: the claims' comparisons, one dot per run, bars at the means", fontsize=10)
     figure.tight_layout()
     return save_figure(figure, path)

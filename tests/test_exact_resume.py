@@ -22,6 +22,7 @@ tests/test_caption_metrics.py, and a whole run with it in the no-flag and distri
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -55,30 +56,43 @@ ATTENTION = ["xu2015", "--preset", "smoke", "--data", "flickr8k", "--set", "atte
              "--set", "learning_rate=0.01", "--max-epochs", "3"]
 
 
-def snapshots_of_every_save(patch, snapshots: Path) -> None:
-    """After each write of last.ckpt, copy the checkpoints folder (and config.json) to snapshots/step-N."""
+def copy_linking_checkpoints(source: Path, target: Path) -> None:
+    """Copy a folder, hard-linking its checkpoints: each is written once and then only ever replaced
+    (``AtomicCheckpointIO`` renames a new file over it), so a link keeps the old one for no extra disk.
+    xu2015's smoke checkpoint is 43 MB (1,280-wide features, Adam's moments); copied, the snapshots of
+    one test took 4.5 GB."""
+    def link_or_copy(src, dst):
+        return os.link(src, dst) if src.endswith(".ckpt") else shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def snapshots_of_every_save(patch, snapshots: Path, only_step: int | None = None) -> None:
+    """After each write of last.ckpt (at ``only_step`` alone, when given), keep the checkpoints folder
+    (and config.json) in snapshots/step-N."""
     real_save = AtomicCheckpointIO.save_checkpoint
 
     def save(self, checkpoint, path, storage_options=None):
         real_save(self, checkpoint, path, storage_options)
         path = Path(path)
-        if path.name == "last.ckpt":
+        if path.name == "last.ckpt" and only_step in (None, checkpoint["global_step"]):
             target = snapshots / f"step-{checkpoint['global_step']}"
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(path.parent, target / "checkpoints")
+            copy_linking_checkpoints(path.parent, target / "checkpoints")
             shutil.copy(path.parent.parent / "config.json", target / "config.json")
 
     patch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
 
 
-def run(args: list[str], root: Path, results: Path, resume: Path | None = None, snapshots: Path | None = None) -> dict:
+def run(args: list[str], root: Path, results: Path, resume: Path | None = None, snapshots: Path | None = None,
+        only_step: int | None = None) -> dict:
     with pytest.MonkeyPatch.context() as patch, like_a_subprocess():
         patch.setenv("REPRO_CACHE", str(shared_cache_dir()))
         patch.setenv("REPRO_DATA", str(root / "data"))
         patch.setenv("REPRO_RUN_ID", "exact-resume")
         patch.setattr("repro.metrics.captions._use_java", lambda use_java: bool(use_java))  # None: no Java
         if snapshots is not None:
-            snapshots_of_every_save(patch, snapshots)
+            snapshots_of_every_save(patch, snapshots, only_step)
         extra = ["--resume", str(resume)] if resume is not None else []
         assert main(["run", *args, *COMMON, *extra, "--out", str(root / "out"), "--results", str(results)]) == 0
     (record,) = records(results)
@@ -123,11 +137,15 @@ def check_resumes(paper: str, args: list[str], choose, tmp_path: Path) -> list[t
     batches_per_epoch = max(done for _, _, done in positions)
     print(f"{paper}: {len(positions)} checkpoints; resumed at (step, epoch, batch) {chosen}; "
           f"reference history {reference['history']}")
+    for folder in snapshots.iterdir():  # only the chosen ones are needed from here on
+        if position(folder / "checkpoints" / "last.ckpt") not in chosen:
+            shutil.rmtree(folder)
     for step, epoch, done in chosen:
         shutil.rmtree(run_dir)
-        shutil.copytree(snapshots / f"step-{step}", run_dir)
+        copy_linking_checkpoints(snapshots / f"step-{step}", run_dir)
         resumed_snapshots = tmp_path / f"snapshots-resumed-{step}"
-        resumed = run(args, tmp_path, tmp_path / f"results-{step}", resume=run_dir, snapshots=resumed_snapshots)
+        resumed = run(args, tmp_path, tmp_path / f"results-{step}", resume=run_dir, snapshots=resumed_snapshots,
+                      only_step=final["global_step"])
         where = f"{paper} resumed at step {step} (epoch {epoch}, batch {done})"
         assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
         assert resumed["metrics"] == reference["metrics"], where  # bit for bit
@@ -145,6 +163,7 @@ def check_resumes(paper: str, args: list[str], choose, tmp_path: Path) -> list[t
         # its last epoch's validation, a resumed one does: compared at the same step)
         same_step = resumed_snapshots / f"step-{final['global_step']}" / "checkpoints" / "last.ckpt"
         assert_identical(training_state(same_step), final, where)
+        shutil.rmtree(resumed_snapshots)
     return chosen
 
 

@@ -41,6 +41,18 @@ update and the arithmetic's time at the matmul peak. The rest is the operators' 
 Where the arithmetic is a small part of an update, a faster kernel cannot help much: fewer operators per
 word can (one native call for a whole block's recurrence, forward and backward, as the toolkit's own C
 loop is), and so can more streams per update.
+
+Each anatomy also times an update's phases (forward, backward, gradient clipping, the SGD step; labelled
+in ``training_step``) and the largest steps within each, from a torch.profiler trace whose shares are
+scaled to the unprofiled update's time. At one stream the recurrence's forward and hand-written backward,
+the row-sparse lookup's backward and the SGD step lead. At the ``ptb`` preset's streams, gradient
+clipping is a large share of the update, which the full softmax's dense gradients do not pay: the word
+layer's and U's gradients are sparse COO tensors, and PyTorch's ``clip_grad_norm_`` rescales them with
+``mul_`` on the sparse tensor (tens of times slower than scaling its values, and it leaves the tensor
+uncoalesced) and takes the norm of an uncoalesced one. A clipping that works on the gradients' values,
+and a within-class backward that walks each class's rows once for all its tokens, are what a next
+round would change; either changes mikolov2010's fingerprinted code, so every mikolov2010 record must be
+run again with it.
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from torch.profiler import record_function
 
 from datamodules.catalog import resolve_data_dir
 from datamodules.language_modeling.ptb import PennTreebankDataModule
@@ -111,12 +124,17 @@ def training_step(config: Mikolov2010Config, vocabulary, stream, clip: float | N
         window = slice(step * config.bptt % (stream.shape[1] - config.bptt - 1), None)
         words = stream[:, window][:, : config.bptt]
         targets = stream[:, window][:, 1: config.bptt + 1]
-        log_prob, _, state = network.log_prob(words, targets, state.detach())
-        optimizer.zero_grad()
-        (-log_prob.mean()).backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), clip)
-        optimizer.step()
+        # the phases are labelled for the anatomy's profile (a label costs about a microsecond)
+        with record_function("forward"):
+            log_prob, _, state = network.log_prob(words, targets, state.detach())
+        with record_function("backward"):
+            optimizer.zero_grad()
+            (-log_prob.mean()).backward()
+        with record_function("clipping"):
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(network.parameters(), clip)
+        with record_function("sgd step"):
+            optimizer.step()
         step += 1
         return targets.numel(), model_flops_per_token(network, targets, config.hidden_size) * targets.numel()
 
@@ -179,6 +197,7 @@ def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, 
         return event.name.startswith("aten::")
 
     operators = sum(outermost(event) for event in profiler.events()) / updates
+    phases = where_the_time_goes(profiler.events(), best * 1e3, updates)
     floor_us = dispatch_floor_us()
     words = stream.shape[0] * config.bptt
     arithmetic_ms = sum(flops) / len(flops) / (peak * 1e9) * 1e3
@@ -189,7 +208,31 @@ def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, 
             "arithmetic_ms_at_peak": round(arithmetic_ms, 4),
             # the operators' work beyond their floor (small matrices far below peak), Python and autograd
             "other_ms_per_update": round(best * 1e3 - dispatch_ms - arithmetic_ms, 3),
-            "tokens_per_s_at_dispatch_floor": round(words / (dispatch_ms / 1e3), 1)}
+            "tokens_per_s_at_dispatch_floor": round(words / (dispatch_ms / 1e3), 1),
+            "phases": phases}
+
+
+PHASES = ("forward", "backward", "clipping", "sgd step")
+
+
+def where_the_time_goes(events, ms_per_update: float, updates: int, top: int = 4) -> dict:
+    """Each labelled phase of an update, and the largest steps within it (the network's own autograd
+    Functions, PyTorch operators, the backward's graph nodes), in ms of the measured (unprofiled) update:
+    the profile's shares, scaled to it, as the profiler's own overhead inflates what it times."""
+    totals, parts = dict.fromkeys(PHASES, 0.0), {phase: {} for phase in PHASES}
+    for event in events:
+        if event.name not in totals:
+            continue
+        totals[event.name] += event.cpu_time_total
+        for child in event.cpu_children:
+            name = child.name.removeprefix("autograd::engine::evaluate_function: ")
+            parts[event.name][name] = parts[event.name].get(name, 0.0) + child.cpu_time_total
+    profiled = sum(totals.values())
+    scale = ms_per_update / profiled if profiled else 0.0
+    return {phase: {"ms": round(totals[phase] * scale, 3),
+                    "largest": {name: round(time * scale, 3)
+                                for name, time in sorted(parts[phase].items(), key=lambda item: -item[1])[:top]}}
+            for phase in PHASES}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,6 +311,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{a['dispatch_floor_us_per_operator']:.1f} us floor each: {a['dispatch_floor_ms_per_update']:.2f} ms (with "
               f"these operators no kernel passes {a['tokens_per_s_at_dispatch_floor']:.0f} tokens/s). The rest, "
               f"{a['other_ms_per_update']:.2f} ms: the operators' work beyond that floor, and Python and autograd")
+        for phase, part in a["phases"].items():
+            largest = ", ".join(f"{name} {ms:.2f}" for name, ms in part["largest"].items())
+            print(f"    {phase:<9} {part['ms']:6.2f} ms" + (f"   of which: {largest}" if largest else ""))
 
     result = {"benchmark": "mikolov2010-training-throughput", "data": data, "quick": args.quick,
               "update_anatomy": anatomies,

@@ -42,22 +42,23 @@ Where the arithmetic is a small part of an update, a faster kernel cannot help m
 word can (one native call for a whole block's recurrence, forward and backward, as the toolkit's own C
 loop is), and so can more streams per update.
 
-Each anatomy also times an update's phases (forward, backward, gradient clipping, the SGD step; labelled
-in ``training_step``) and the largest steps within each, from a torch.profiler trace whose shares are
-scaled to the unprofiled update's time. At one stream the recurrence's forward and hand-written backward,
-the row-sparse lookup's backward and the SGD step lead. At the ``ptb`` preset's streams, gradient
-clipping is a large share of the update, which the full softmax's dense gradients do not pay: the word
-layer's and U's gradients are sparse COO tensors, and PyTorch's ``clip_grad_norm_`` rescales them with
-``mul_`` on the sparse tensor (tens of times slower than scaling its values, and it leaves the tensor
-uncoalesced) and takes the norm of an uncoalesced one. A clipping that works on the gradients' values,
-and a within-class backward that walks each class's rows once for all its tokens, are what a next
-round would change; either changes mikolov2010's fingerprinted code, so every mikolov2010 record must be
-run again with it.
+Each anatomy also times an update's phases by the clock (forward, backward, gradient clipping, the SGD
+step; ``phase`` in ``training_step``) and splits each among its largest steps by a torch.profiler trace
+(the profiler's cost is per event, so only the split within a phase is taken from it). At one stream the
+recurrence's forward and hand-written backward, the within-class kernel and the row-sparse lookup's
+backward lead, each a fraction of a millisecond: per-operator cost, as above. At the ``ptb`` preset's
+streams the within-class kernel (forward and backward) is the largest step, and clipping is a large
+phase: the word layer's and U's gradients are sparse COO tensors, uncoalesced by the time they reach it,
+and PyTorch's ``clip_grad_norm_`` takes their norms and rescales them through its generic sparse paths.
+A within-class backward that walks each class's rows once for all its tokens, and gradients that reach
+clipping and the SGD step coalesced, are what a next round would change; either changes mikolov2010's
+fingerprinted code, so every mikolov2010 record would have to be run again with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -110,33 +111,48 @@ def model_flops_per_token(network, targets: torch.Tensor, hidden: int) -> float:
     return 3 * 2 * (recurrence + output_cost)
 
 
-def training_step(config: Mikolov2010Config, vocabulary, stream, clip: float | None):
+PHASES = ("forward", "backward", "clipping", "sgd step")
+
+
+@contextlib.contextmanager
+def phase(name: str, seconds: dict[str, float] | None):
+    """A phase of an update: labelled for a profile (about a microsecond), and timed when ``seconds`` is given."""
+    start = time.perf_counter()
+    with record_function(name):
+        yield
+    if seconds is not None:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def training_step(config: Mikolov2010Config, vocabulary, stream, clip: float | None,
+                  seconds: dict[str, float] | None = None):
     """One update per call over ``stream`` (forward, backward, clipping, SGD), as the presets train; each call
-    returns the words it trained on and the model's FLOPs for them."""
+    returns the words it trained on and the model's FLOPs for them, and adds each phase's time to ``seconds``."""
     torch.manual_seed(0)
     network = build_network(config, vocabulary)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     state = network.initial_state(stream.shape[0], "cpu")
     step = 0
+    # over the whole stream, once: per update it would be timed with it (a tensor of the class sizes each time)
+    flops_per_token = model_flops_per_token(network, stream[:, 1:], config.hidden_size)
 
     def train_step() -> tuple[int, float]:
         nonlocal state, step
         window = slice(step * config.bptt % (stream.shape[1] - config.bptt - 1), None)
         words = stream[:, window][:, : config.bptt]
         targets = stream[:, window][:, 1: config.bptt + 1]
-        # the phases are labelled for the anatomy's profile (a label costs about a microsecond)
-        with record_function("forward"):
+        with phase("forward", seconds):
             log_prob, _, state = network.log_prob(words, targets, state.detach())
-        with record_function("backward"):
+        with phase("backward", seconds):
             optimizer.zero_grad()
             (-log_prob.mean()).backward()
-        with record_function("clipping"):
+        with phase("clipping", seconds):
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(network.parameters(), clip)
-        with record_function("sgd step"):
+        with phase("sgd step", seconds):
             optimizer.step()
         step += 1
-        return targets.numel(), model_flops_per_token(network, targets, config.hidden_size) * targets.numel()
+        return targets.numel(), flops_per_token * targets.numel()
 
     return train_step
 
@@ -174,16 +190,20 @@ def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, 
     """Where one update's time goes at ``config``'s shape: operators dispatched, their floor, the arithmetic."""
     from torch.profiler import ProfilerActivity, profile
 
-    train_step = training_step(config, vocabulary, stream, clip)
+    seconds: dict[str, float] = {}
+    train_step = training_step(config, vocabulary, stream, clip, seconds)
     flops = []
     for _ in range(3):
         train_step()
-    best = float("inf")
+    best, best_phases = float("inf"), {}
     for _ in range(3):  # best of 3, as the throughput rows
+        seconds.clear()
         start = time.perf_counter()
         for _ in range(updates):
             flops.append(train_step()[1])
-        best = min(best, (time.perf_counter() - start) / updates)
+        elapsed = (time.perf_counter() - start) / updates
+        if elapsed < best:
+            best, best_phases = elapsed, {name: seconds[name] / updates * 1e3 for name in PHASES}
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         for _ in range(updates):
             train_step()
@@ -197,7 +217,7 @@ def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, 
         return event.name.startswith("aten::")
 
     operators = sum(outermost(event) for event in profiler.events()) / updates
-    phases = where_the_time_goes(profiler.events(), best * 1e3, updates)
+    phases = where_the_time_goes(profiler.events(), best_phases)
     floor_us = dispatch_floor_us()
     words = stream.shape[0] * config.bptt
     arithmetic_ms = sum(flops) / len(flops) / (peak * 1e9) * 1e3
@@ -212,14 +232,13 @@ def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, 
             "phases": phases}
 
 
-PHASES = ("forward", "backward", "clipping", "sgd step")
-
-
-def where_the_time_goes(events, ms_per_update: float, updates: int, top: int = 4) -> dict:
-    """Each labelled phase of an update, and the largest steps within it (the network's own autograd
-    Functions, PyTorch operators, the backward's graph nodes), in ms of the measured (unprofiled) update:
-    the profile's shares, scaled to it, as the profiler's own overhead inflates what it times."""
-    totals, parts = dict.fromkeys(PHASES, 0.0), {phase: {} for phase in PHASES}
+def where_the_time_goes(events, phase_ms: dict[str, float], top: int = 4) -> dict:
+    """Each phase of an update in ms, as timed by the clock around it in the unprofiled updates, and the
+    largest steps within it (the network's own autograd Functions, PyTorch operators, the backward's graph
+    nodes): the profile's shares of the phase, scaled to that time. The profiler's own cost is per event,
+    so it would inflate a phase of many small operators against one of few large ones: only the split
+    within a phase is taken from it."""
+    totals, parts = dict.fromkeys(PHASES, 0.0), {name: {} for name in PHASES}
     for event in events:
         if event.name not in totals:
             continue
@@ -227,12 +246,12 @@ def where_the_time_goes(events, ms_per_update: float, updates: int, top: int = 4
         for child in event.cpu_children:
             name = child.name.removeprefix("autograd::engine::evaluate_function: ")
             parts[event.name][name] = parts[event.name].get(name, 0.0) + child.cpu_time_total
-    profiled = sum(totals.values())
-    scale = ms_per_update / profiled if profiled else 0.0
-    return {phase: {"ms": round(totals[phase] * scale, 3),
-                    "largest": {name: round(time * scale, 3)
-                                for name, time in sorted(parts[phase].items(), key=lambda item: -item[1])[:top]}}
-            for phase in PHASES}
+    result = {}
+    for name in PHASES:
+        scale = phase_ms[name] / totals[name] if totals[name] else 0.0
+        largest = sorted(parts[name].items(), key=lambda item: -item[1])[:top]
+        result[name] = {"ms": round(phase_ms[name], 3), "largest": {step: round(time * scale, 3) for step, time in largest}}
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,10 +50,12 @@ def test_the_toolkit_update_is_taken_apart(tmp_path):
     assert 0 < anatomy["dispatch_floor_us_per_operator"] < 1000 and 0 < anatomy["arithmetic_ms_at_peak"]
     assert anatomy["dispatch_floor_ms_per_update"] == pytest.approx(
         anatomy["operators_per_update"] * anatomy["dispatch_floor_us_per_operator"] / 1e3, rel=0.01)
-    # the phases share out the measured update; the toolkit does not clip, the ptb preset does
+    # the phases, each timed by the clock, are most of the measured update (the rest: choosing the batch's
+    # window); the toolkit does not clip, the ptb preset does
     for preset in anatomies.values():
         phases = preset["phases"]
         assert list(phases) == ["forward", "backward", "clipping", "sgd step"]
-        assert sum(phase["ms"] for phase in phases.values()) == pytest.approx(preset["ms_per_update"], rel=0.01)
-        assert "SigmoidRecurrenceBackward" in phases["backward"]["largest"]
+        assert 0.7 * preset["ms_per_update"] < sum(phase["ms"] for phase in phases.values()) <= preset["ms_per_update"]
+        backward = phases["backward"]
+        assert "SigmoidRecurrenceBackward" in backward["largest"] and sum(backward["largest"].values()) <= backward["ms"]
     assert not anatomy["phases"]["clipping"]["largest"] and anatomies["ptb"]["phases"]["clipping"]["largest"]

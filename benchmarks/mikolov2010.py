@@ -47,12 +47,17 @@ step; ``phase`` in ``training_step``) and splits each among its largest steps by
 (the profiler's cost is per event, so only the split within a phase is taken from it). At one stream the
 recurrence's forward and hand-written backward, the within-class kernel and the row-sparse lookup's
 backward lead, each a fraction of a millisecond: per-operator cost, as above. At the ``ptb`` preset's
-streams the within-class kernel (forward and backward) is the largest step, and clipping is a large
-phase: the word layer's and U's gradients are sparse COO tensors, uncoalesced by the time they reach it,
-and PyTorch's ``clip_grad_norm_`` takes their norms and rescales them through its generic sparse paths.
-A within-class backward that walks each class's rows once for all its tokens, and gradients that reach
-clipping and the SGD step coalesced, are what a next round would change; either changes mikolov2010's
-fingerprinted code, so every mikolov2010 record would have to be run again with it.
+streams the classes of one update's targets hold about half of the word layer's rows
+(``word_rows_in_gradient``), so its row-sparse gradient is about half the full softmax's: zeroing and
+filling it (the within-class kernel's backward, the largest step), clipping it (sparse COO tensors,
+uncoalesced by then, through ``clip_grad_norm_``'s generic sparse paths) and the SGD step over it are
+memory work the class layer saves only in part, while it saves most of the output's arithmetic. That is
+what bounds the speed-up at few streams per update; more streams share the same rows among more words,
+and the speed-up grows with them (the 32 and 64-stream rows). Past that bound, what would help is what
+the toolkit does: no gradient tensors at all, each word's update applied to the weights in place, which
+the ``ptb`` preset's norm clipping (a norm over the whole gradient first) rules out; and gradients that
+reach clipping and the SGD step coalesced. Either changes mikolov2010's fingerprinted code, so every
+mikolov2010 record would have to be run again with it.
 """
 
 from __future__ import annotations
@@ -174,6 +179,20 @@ def tokens_per_second(config: Mikolov2010Config, vocabulary, stream, seconds: fl
     return best
 
 
+def word_rows_per_update(config: Mikolov2010Config, vocabulary, stream, updates: int) -> float | None:
+    """The mean share of the word layer's rows in the classes an update's targets fall in: the rows its
+    row-sparse gradient holds (None for the full softmax, whose gradient holds them all)."""
+    output = build_network(config, vocabulary).output
+    if not isinstance(output, ClassFactorizedSoftmax):
+        return None
+    shares = []
+    for step in range(updates):
+        start = step * config.bptt % (stream.shape[1] - config.bptt - 1)
+        classes = output.word_class[stream[:, start + 1: start + config.bptt + 1].flatten()].unique()
+        shares.append(output.class_size[classes].sum().item() / len(output.word_class))
+    return sum(shares) / len(shares)
+
+
 def dispatch_floor_us(calls: int = 20000) -> float:
     """Microseconds of the cheapest PyTorch operator here (an in-place add on one number): the best of 5."""
     one = torch.zeros(1)
@@ -229,7 +248,10 @@ def update_anatomy(config: Mikolov2010Config, vocabulary, stream, updates: int, 
             # the operators' work beyond their floor (small matrices far below peak), Python and autograd
             "other_ms_per_update": round(best * 1e3 - dispatch_ms - arithmetic_ms, 3),
             "tokens_per_s_at_dispatch_floor": round(words / (dispatch_ms / 1e3), 1),
-            "phases": phases}
+            "phases": phases,
+            # where most rows are in it, the class layer's gradient is nearly the full softmax's in size:
+            # zeroing, accumulating, clipping it and the SGD step over it cost about as much as there
+            "word_rows_in_gradient": round(word_rows_per_update(config, vocabulary, stream, updates), 3)}
 
 
 def where_the_time_goes(events, phase_ms: dict[str, float], top: int = 4) -> dict:
@@ -330,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{a['dispatch_floor_us_per_operator']:.1f} us floor each: {a['dispatch_floor_ms_per_update']:.2f} ms (with "
               f"these operators no kernel passes {a['tokens_per_s_at_dispatch_floor']:.0f} tokens/s). The rest, "
               f"{a['other_ms_per_update']:.2f} ms: the operators' work beyond that floor, and Python and autograd")
+        print(f"    the classes of an update's targets hold {a['word_rows_in_gradient']:.0%} of the word layer's rows "
+              f"(the rows of its row-sparse gradient)")
         for phase, part in a["phases"].items():
             largest = ", ".join(f"{name} {ms:.2f}" for name, ms in part["largest"].items())
             print(f"    {phase:<9} {part['ms']:6.2f} ms" + (f"   of which: {largest}" if largest else ""))

@@ -59,3 +59,5 @@ def test_the_toolkit_update_is_taken_apart(tmp_path):
         backward = phases["backward"]
         assert "SigmoidRecurrenceBackward" in backward["largest"] and sum(backward["largest"].values()) <= backward["ms"]
     assert not anatomy["phases"]["clipping"]["largest"] and anatomies["ptb"]["phases"]["clipping"]["largest"]
+    # more words an update, more of the word layer's rows in its gradient
+    assert 0 < anatomy["word_rows_in_gradient"] < anatomies["ptb"]["word_rows_in_gradient"] <= 1

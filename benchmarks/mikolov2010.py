@@ -47,8 +47,8 @@ step; ``phase`` in ``training_step``) and splits each among its largest steps by
 (the profiler's cost is per event, so only the split within a phase is taken from it). At one stream the
 recurrence's forward and hand-written backward, the within-class kernel and the row-sparse lookup's
 backward lead, each a fraction of a millisecond: per-operator cost, as above. At the ``ptb`` preset's
-streams the classes of one update's targets hold about half of the word layer's rows
-(``word_rows_in_gradient``), so its row-sparse gradient is about half the full softmax's: zeroing and
+streams the classes of one update's targets hold most of the word layer's rows
+(``word_rows_in_gradient``), so its row-sparse gradient is nearly the full softmax's in size: zeroing and
 filling it (the within-class kernel's backward, the largest step), clipping it (sparse COO tensors,
 uncoalesced by then, through ``clip_grad_norm_``'s generic sparse paths) and the SGD step over it are
 memory work the class layer saves only in part, while it saves most of the output's arithmetic. That is

@@ -119,6 +119,11 @@ def model_flops_per_token(network, targets: torch.Tensor, hidden: int) -> float:
 PHASES = ("forward", "backward", "clipping", "sgd step")
 
 
+def window_start(step: int, bptt: int, stream: torch.Tensor) -> int:
+    """Where update ``step``'s words begin in each stream: consecutive blocks, wrapping before the end."""
+    return step * bptt % (stream.shape[1] - bptt - 1)
+
+
 @contextlib.contextmanager
 def phase(name: str, seconds: dict[str, float] | None):
     """A phase of an update: labelled for a profile (about a microsecond), and timed when ``seconds`` is given."""
@@ -143,7 +148,7 @@ def training_step(config: Mikolov2010Config, vocabulary, stream, clip: float | N
 
     def train_step() -> tuple[int, float]:
         nonlocal state, step
-        window = slice(step * config.bptt % (stream.shape[1] - config.bptt - 1), None)
+        window = slice(window_start(step, config.bptt, stream), None)
         words = stream[:, window][:, : config.bptt]
         targets = stream[:, window][:, 1: config.bptt + 1]
         with phase("forward", seconds):
@@ -187,7 +192,7 @@ def word_rows_per_update(config: Mikolov2010Config, vocabulary, stream, updates:
         return None
     shares = []
     for step in range(updates):
-        start = step * config.bptt % (stream.shape[1] - config.bptt - 1)
+        start = window_start(step, config.bptt, stream)
         classes = output.word_class[stream[:, start + 1: start + config.bptt + 1].flatten()].unique()
         shares.append(output.class_size[classes].sum().item() / len(output.word_class))
     return sum(shares) / len(shares)

@@ -132,13 +132,14 @@ def check_resumes(paper: str, args: list[str], choose, tmp_path: Path) -> list[t
     reference = run(args, tmp_path, tmp_path / "results-reference", snapshots=snapshots)
     run_dir = tmp_path / "out" / paper / "exact-resume"
     final = training_state(run_dir / "checkpoints" / "last.ckpt")
-    positions = sorted(position(folder / "checkpoints" / "last.ckpt") for folder in snapshots.iterdir())
+    folders = {position(folder / "checkpoints" / "last.ckpt"): folder for folder in snapshots.iterdir()}
+    positions = sorted(folders)
     chosen = choose(positions)
     batches_per_epoch = max(done for _, _, done in positions)
     print(f"{paper}: {len(positions)} checkpoints; resumed at (step, epoch, batch) {chosen}; "
           f"reference history {reference['history']}")
-    for folder in snapshots.iterdir():  # only the chosen ones are needed from here on
-        if position(folder / "checkpoints" / "last.ckpt") not in chosen:
+    for place, folder in folders.items():  # only the chosen ones are needed from here on
+        if place not in chosen:
             shutil.rmtree(folder)
     for step, epoch, done in chosen:
         shutil.rmtree(run_dir)
